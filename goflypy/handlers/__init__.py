@@ -1,0 +1,1 @@
+"""HTTP and WebSocket handlers, split by audience; thin by design."""

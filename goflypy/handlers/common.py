@@ -1,0 +1,123 @@
+"""Application keys and the request helpers every handler shares."""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from aiohttp import web
+
+from ..config import Config
+from ..desk import Desk
+from ..errors import Forbidden
+from ..limits import RateLimiter
+from ..models import Account
+
+SESSION_COOKIE = "gofly_session"
+CSRF_COOKIE = "gofly_csrf"
+CSRF_HEADER = "X-CSRF-Token"
+
+
+@dataclass(slots=True)
+class Limits:
+    """Rate limiters of the running server."""
+
+    visitor: RateLimiter
+    ip: RateLimiter
+    agent: RateLimiter
+    typing: RateLimiter
+    new_visitor: RateLimiter
+    login: RateLimiter
+
+    @classmethod
+    def from_config(cls, config: Config) -> Limits:
+        per_min = config.visitor_rate_per_min
+        return cls(
+            visitor=RateLimiter(per_min, 60, burst=max(5, per_min // 3)),
+            ip=RateLimiter(per_min * 10, 60, burst=max(20, per_min)),
+            agent=RateLimiter(config.agent_rate_per_min, 60, burst=20),
+            typing=RateLimiter(1, 1, burst=2),
+            new_visitor=RateLimiter(60, 60, burst=30),
+            login=RateLimiter(10, 60, burst=5),
+        )
+
+
+APP_CONFIG = web.AppKey("config", Config)
+APP_DESK = web.AppKey("desk", Desk)
+APP_LIMITS = web.AppKey("limits", Limits)
+NEW_CSRF = web.RequestKey("new_csrf", str)
+
+
+def settings(request: web.Request) -> Config:
+    return request.app[APP_CONFIG]
+
+
+def client_ip(request: web.Request) -> str:
+    return request.remote or "unknown"
+
+
+def current_account(request: web.Request) -> Account | None:
+    """The signed-in console account of this request, or None."""
+    token = request.cookies.get(SESSION_COOKIE)
+    if not token:
+        return None
+    store = request.app[APP_DESK].store
+    session = store.get_session(token)
+    if session is None:
+        return None
+    account = store.get_account(session["username"])
+    if account is None or account.disabled:
+        return None
+    return account
+
+
+def _origin_of(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+def is_allowed_origin(
+    request: web.Request, *, allow_missing: bool, own_only: bool = False
+) -> bool:
+    """Whether the request's Origin may use this endpoint.
+
+    Browsers always send Origin on WebSocket upgrades and cross-site POSTs;
+    apps and mini-programs may send none, which only the visitor socket
+    accepts.
+    """
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return allow_missing
+    origin = origin.lower()
+    own = {f"{scheme}://{request.host}".lower() for scheme in ("http", "https")}
+    config = settings(request)
+    if config.public_url:
+        own.add(_origin_of(config.public_url))
+    if origin in own:
+        return True
+    if own_only:
+        return False
+    return origin in {_origin_of(o) for o in config.widget_origins}
+
+
+# CSRF: a random cookie that every state-changing request repeats in a form
+# field or header (double submit), plus the Origin check above.
+
+
+def csrf_token(request: web.Request) -> str:
+    """The CSRF token of this browser, made now if it has none."""
+    token = request.cookies.get(CSRF_COOKIE)
+    if not token or len(token) > 100:
+        token = request.get(NEW_CSRF) or secrets.token_urlsafe(24)
+        request[NEW_CSRF] = token
+    return token
+
+
+def check_csrf(request: web.Request, submitted: str | None) -> None:
+    cookie = request.cookies.get(CSRF_COOKIE, "")
+    if not cookie or not submitted or not hmac.compare_digest(cookie, submitted):
+        raise Forbidden("请求已过期，请刷新页面后重试", code="csrf")
+    if not is_allowed_origin(request, allow_missing=True, own_only=True):
+        raise Forbidden("origin not allowed", code="csrf")

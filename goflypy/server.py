@@ -1,0 +1,259 @@
+"""The aiohttp application: factory, middlewares, routes, start and stop."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import aiohttp_jinja2
+import jinja2
+from aiohttp import web
+
+from . import __version__
+from .config import Config
+from .desk import Desk
+from .errors import GoflyError
+from .handlers import agent, visitor, ws
+from .handlers.common import (
+    APP_CONFIG,
+    APP_DESK,
+    APP_LIMITS,
+    CSRF_COOKIE,
+    NEW_CSRF,
+    Limits,
+    settings,
+)
+from .hub import Hub
+from .log import server as log
+from .nlp import Robot, Thresholds
+from .store import Store
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+FAQ_POLL_S = 1.0
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def static_dir() -> Path:
+    """Installed wheels carry static/ inside the package; a checkout has it beside."""
+    packaged = PACKAGE_DIR / "static"
+    return packaged if packaged.is_dir() else PACKAGE_DIR.parent / "static"
+
+
+def make_robot(config: Config) -> Robot:
+    return Robot(
+        thresholds=Thresholds(
+            answer=config.robot_answer_threshold,
+            suggest=config.robot_suggest_threshold,
+        ),
+        index_dir=config.data_path / "index",
+    )
+
+
+# Middlewares
+
+
+@web.middleware
+async def error_middleware(
+    request: web.Request, handler: Handler
+) -> web.StreamResponse:
+    """Render GoflyError and unexpected failures: JSON for /api, HTML otherwise."""
+    try:
+        return await handler(request)
+    except web.HTTPException:
+        raise
+    except GoflyError as exc:
+        return _error_response(request, exc.status, exc.code, exc.message)
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return _error_response(request, 500, "server_error", "服务器内部错误")
+
+
+def _error_response(
+    request: web.Request, status: int, code: str, message: str
+) -> web.Response:
+    if request.path.startswith("/api/"):
+        return web.json_response({"error": code, "message": message}, status=status)
+    context = {"status": status, "title": code, "message": message}
+    return aiohttp_jinja2.render_template(
+        "errors/error.html", request, context, status=status
+    )
+
+
+# Pages that other sites may frame: the chat page lives inside app webviews.
+_FRAMEABLE = ("/chat",)
+
+
+@web.middleware
+async def headers_middleware(
+    request: web.Request, handler: Handler
+) -> web.StreamResponse:
+    """Security headers on every response, and the CSRF cookie when new."""
+    response = await handler(request)
+    headers = response.headers
+    headers.setdefault("X-Content-Type-Options", "nosniff")
+    headers.setdefault("Referrer-Policy", "same-origin")
+    if not request.path.startswith("/static/"):
+        headers.setdefault(
+            "Content-Security-Policy",
+            "default-src 'self'; img-src 'self' data:; "
+            "style-src 'self' 'unsafe-inline'; connect-src 'self' ws: wss:; object-src 'none'; base-uri 'none'"
+            + ("" if request.path in _FRAMEABLE else "; frame-ancestors 'none'"),
+        )
+    if request.path.startswith("/console"):
+        headers.setdefault("Cache-Control", "no-store")
+    new_csrf = request.get(NEW_CSRF)
+    if new_csrf and not response.prepared:
+        response.set_cookie(
+            CSRF_COOKIE,
+            new_csrf,
+            httponly=True,
+            samesite="Strict",
+            secure=settings(request).secure_cookies,
+            path="/",
+        )
+    return response
+
+
+# Small endpoints
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """GET /healthz: liveness plus a few counters, no secrets."""
+    desk = request.app[APP_DESK]
+    body = {
+        "status": "ok",
+        "version": __version__,
+        "connections": desk.hub.counts(),
+        "store": desk.store.env.info(),
+        "faq_entries": len(desk.store.list_faq()),
+    }
+    return web.json_response(body, dumps=lambda v: json.dumps(v, ensure_ascii=False))
+
+
+# Lifecycle
+
+
+async def _open_store(app: web.Application) -> AsyncIterator[None]:
+    config = app[APP_CONFIG]
+    store = await asyncio.to_thread(
+        Store, config.data_path, config.map_size_mb, config.commit_batch
+    )
+    robot = make_robot(config)
+    entries = store.list_faq()
+
+    def load() -> None:
+        robot.warm_up()
+        robot.rebuild(entries)
+
+    await asyncio.to_thread(load)
+    log.info("FAQ index loaded: %d entries", len(entries))
+    app[APP_DESK] = Desk(config, store, Hub(), robot)
+    watcher = asyncio.get_running_loop().create_task(_follow_faq_imports(store, robot))
+    yield
+    watcher.cancel()
+    await app[APP_DESK].drain_robot()
+    await asyncio.to_thread(store.close)
+
+
+async def _follow_faq_imports(store: Store, robot: Robot) -> None:
+    """Rebuild the index when `goflypy faq import` changed the FAQ meanwhile."""
+    seen = store.get_meta("faq_changed")
+    while True:
+        await asyncio.sleep(FAQ_POLL_S)
+        try:
+            stamp = store.get_meta("faq_changed")
+            if stamp != seen:
+                seen = stamp
+                entries = store.list_faq()
+                await asyncio.to_thread(robot.rebuild, entries)
+                log.info("FAQ index rebuilt after import: %d entries", len(entries))
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("FAQ index rebuild failed")
+
+
+async def _close_sockets(app: web.Application) -> None:
+    """Shutdown: every socket gets 1001 so clients reconnect by themselves."""
+    desk = app.get(APP_DESK)
+    if desk is None:
+        return
+    peers = desk.hub.all_peers()
+    log.info("closing %d sockets", len(peers))
+    await asyncio.gather(
+        *(
+            peer.ws.close(code=1001, message=b"server restarting")
+            for peer in peers
+            if isinstance(peer, ws.SocketPeer)
+        ),
+        return_exceptions=True,
+    )
+
+
+def make_app(config: Config) -> web.Application:
+    """Build the application; the store opens when the app starts."""
+    app = web.Application(
+        middlewares=[headers_middleware, error_middleware],
+        client_max_size=256 * 1024,
+    )
+    app[APP_CONFIG] = config
+    app[APP_LIMITS] = Limits.from_config(config)
+    aiohttp_jinja2.setup(
+        app,
+        loader=jinja2.FileSystemLoader(str(PACKAGE_DIR / "templates")),
+        autoescape=True,
+    )
+    app.cleanup_ctx.append(_open_store)
+    app.on_shutdown.append(_close_sockets)
+
+    app.router.add_get("/", visitor.index)
+    app.router.add_get("/demo", visitor.demo_shop)
+    app.router.add_get("/chat", visitor.chat_page)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/console", agent.console)
+    app.router.add_get("/console/login", agent.login_form)
+    app.router.add_post("/console/login", agent.login_submit)
+    app.router.add_post("/console/logout", agent.logout)
+    app.router.add_get("/console/password", agent.password_form)
+    app.router.add_post("/console/password", agent.password_submit)
+    app.router.add_get("/ws/visitor", ws.visitor_ws)
+    app.router.add_get("/ws/agent", ws.agent_ws)
+    app.router.add_static("/static/", static_dir(), append_version=False)
+    return app
+
+
+def run(
+    app: web.Application, config: Config, first_password: str | None = None
+) -> None:
+    """Serve until SIGINT or SIGTERM; print where to go first."""
+    base = config.public_url.rstrip("/") or f"http://{config.host}:{config.port}"
+
+    async def announce(_app: web.Application) -> None:
+        log.info("effective settings: %s", config.masked())
+        lines = [
+            f"goflypy {__version__} listening on http://{config.host}:{config.port}",
+            f"  shop demo (visitor): {base}/demo",
+            f"  full-page chat:      {base}/chat",
+            f"  agent console:       {base}/console",
+        ]
+        if first_password:
+            lines.append(
+                f"  first sign-in:       admin / {first_password}"
+                "  (you must change it at first sign-in)"
+            )
+        print("\n".join(lines), flush=True)
+
+    app.on_startup.append(announce)
+    web.run_app(
+        app,
+        host=config.host,
+        port=config.port,
+        print=None,
+        access_log=None,
+        shutdown_timeout=5.0,
+        backlog=1024,
+    )

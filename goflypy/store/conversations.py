@@ -1,0 +1,259 @@
+"""Visitors, conversations and their messages."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import lmdb
+
+from ..errors import Conflict, NotFound
+from ..models import Conversation, Message, Visitor
+from .env import Env
+from .keys import (
+    id_bytes,
+    id_hex,
+    message_key,
+    new_id,
+    now_ms,
+    pack_record,
+    token_key,
+    unpack_record,
+)
+
+_PREVIEW_CHARS = 60
+
+
+@dataclass(slots=True)
+class Appended:
+    """What append_message did: the message, the conversation after it, and
+    whether the client id had been stored before (nothing new was written)."""
+
+    message: Message
+    conversation: Conversation
+    duplicate: bool
+
+
+def _get(txn: lmdb.Transaction, db: lmdb._Database, cls: type, key: bytes) -> object:
+    raw = txn.get(key, db=db)
+    return None if raw is None else unpack_record(cls, raw)
+
+
+class ConversationStore:
+    """Mixin of Store; see store/__init__.py for the contract."""
+
+    env: Env
+
+    # Visitors
+
+    async def create_visitor(
+        self, channel: str, page: str, user_agent: str
+    ) -> tuple[Visitor, str]:
+        """Create a visitor and its first conversation; returns it and its token."""
+        token = secrets.token_urlsafe(32)
+        ts = now_ms()
+        vid = id_hex(new_id(ts))
+        visitor = Visitor(
+            id=vid,
+            name=f"访客 {vid[-4:]}",
+            first_seen=ts,
+            last_seen=ts,
+            channel=channel,
+            page=page,
+            user_agent=user_agent,
+        )
+        conversation = Conversation(
+            id=id_hex(new_id(ts)),
+            visitor_id=vid,
+            state="robot",
+            created=ts,
+            updated=ts,
+            channel=channel,
+            page=page,
+        )
+        visitor.conversation_id = conversation.id
+        visitor.conversations = 1
+        dbs = self.env.dbs
+
+        def job(txn: lmdb.Transaction) -> None:
+            txn.put(id_bytes(vid), pack_record(visitor), db=dbs["visitor"])
+            txn.put(token_key(token), id_bytes(vid), db=dbs["vtoken"])
+            txn.put(
+                id_bytes(conversation.id), pack_record(conversation), db=dbs["conv"]
+            )
+            txn.put(id_bytes(conversation.id), b"", db=dbs["open"])
+
+        await self.env.write(job)
+        return visitor, token
+
+    def find_visitor(self, token: str) -> Visitor | None:
+        """The visitor a token belongs to, or None."""
+        with self.env.read() as txn:
+            raw = txn.get(token_key(token), db=self.env.dbs["vtoken"])
+            if raw is None:
+                return None
+            return _get(txn, self.env.dbs["visitor"], Visitor, bytes(raw))  # type: ignore[return-value]
+
+    def get_visitor(self, visitor_id: str) -> Visitor | None:
+        with self.env.read() as txn:
+            return _get(txn, self.env.dbs["visitor"], Visitor, id_bytes(visitor_id))  # type: ignore[return-value]
+
+    async def touch_visitor(
+        self, visitor_id: str, channel: str, page: str, user_agent: str
+    ) -> Visitor:
+        """Record where and when a visitor was last seen."""
+        db = self.env.dbs["visitor"]
+
+        def job(txn: lmdb.Transaction) -> Visitor:
+            visitor = _get(txn, db, Visitor, id_bytes(visitor_id))
+            if visitor is None:
+                raise NotFound("no such visitor")
+            assert isinstance(visitor, Visitor)
+            visitor.last_seen = now_ms()
+            visitor.channel = channel
+            visitor.page = page or visitor.page
+            visitor.user_agent = user_agent or visitor.user_agent
+            txn.put(id_bytes(visitor_id), pack_record(visitor), db=db)
+            return visitor
+
+        return await self.env.write(job)
+
+    # Conversations
+
+    def get_conversation(self, conversation_id: str) -> Conversation | None:
+        try:
+            key = id_bytes(conversation_id)
+        except ValueError:
+            return None
+        with self.env.read() as txn:
+            return _get(txn, self.env.dbs["conv"], Conversation, key)  # type: ignore[return-value]
+
+    def list_open_conversations(self) -> list[Conversation]:
+        """Every conversation not closed, oldest first."""
+        dbs = self.env.dbs
+        found = []
+        with self.env.read() as txn:
+            for key in txn.cursor(db=dbs["open"]).iternext(keys=True, values=False):
+                conversation = _get(txn, dbs["conv"], Conversation, bytes(key))
+                if conversation is not None:
+                    found.append(conversation)
+        return found  # type: ignore[return-value]
+
+    async def update_conversation(
+        self,
+        conversation_id: str,
+        change: Callable[[Conversation], None],
+    ) -> Conversation:
+        """Apply ``change`` to the stored conversation inside one write.
+
+        ``change`` runs on the writer thread and may raise GoflyError
+        (Conflict, say) to refuse; nothing is written then.
+        """
+        dbs = self.env.dbs
+        key = id_bytes(conversation_id)
+
+        def job(txn: lmdb.Transaction) -> Conversation:
+            conversation = _get(txn, dbs["conv"], Conversation, key)
+            if conversation is None:
+                raise NotFound("no such conversation")
+            assert isinstance(conversation, Conversation)
+            change(conversation)
+            conversation.updated = now_ms()
+            _put_conversation(txn, dbs, conversation)
+            return conversation
+
+        return await self.env.write(job)
+
+    # Messages
+
+    async def append_message(
+        self,
+        conversation_id: str,
+        message: Message,
+        dedupe_scope: str | None = None,
+        change: Callable[[Conversation], None] | None = None,
+    ) -> Appended:
+        """Store ``message`` as the next of its conversation; durable on return.
+
+        With ``dedupe_scope`` and a client id, a second message with the same
+        pair returns the first one stored and writes nothing. ``change`` may
+        adjust the conversation in the same transaction.
+        """
+        dbs = self.env.dbs
+        conv_key = id_bytes(conversation_id)
+        dedupe = None
+        if dedupe_scope and message.client_id:
+            dedupe = f"{dedupe_scope}\x00{message.client_id}".encode()
+
+        def job(txn: lmdb.Transaction) -> Appended:
+            conversation = _get(txn, dbs["conv"], Conversation, conv_key)
+            if conversation is None:
+                raise NotFound("no such conversation")
+            assert isinstance(conversation, Conversation)
+            if dedupe is not None:
+                earlier = txn.get(dedupe, db=dbs["cid"])
+                if earlier is not None:
+                    stored = _get(txn, dbs["msg"], Message, bytes(earlier))
+                    if stored is None:
+                        raise Conflict("client id refers to a missing message")
+                    return Appended(stored, conversation, True)  # type: ignore[arg-type]
+
+            conversation.last_seq += 1
+            message.conversation_id = conversation.id
+            message.seq = conversation.last_seq
+            message.ts = max(message.ts, now_ms())
+            _note_message(conversation, message)
+            if change is not None:
+                change(conversation)
+            conversation.updated = message.ts
+
+            key = message_key(conv_key, message.seq)
+            txn.put(key, pack_record(message), db=dbs["msg"], overwrite=False)
+            if dedupe is not None:
+                txn.put(dedupe, key, db=dbs["cid"])
+            _put_conversation(txn, dbs, conversation)
+            return Appended(message, conversation, False)
+
+        return await self.env.write(job)
+
+    def list_messages(
+        self, conversation_id: str, after_seq: int = 0, limit: int | None = None
+    ) -> list[Message]:
+        """Messages with seq above ``after_seq``, in order."""
+        conv_key = id_bytes(conversation_id)
+        found: list[Message] = []
+        with self.env.read() as txn:
+            cursor = txn.cursor(db=self.env.dbs["msg"])
+            if not cursor.set_range(message_key(conv_key, after_seq + 1)):
+                return found
+            for key, value in cursor:
+                if bytes(key[:16]) != conv_key:
+                    break
+                found.append(unpack_record(Message, value))
+                if limit is not None and len(found) >= limit:
+                    break
+        return found
+
+
+def _note_message(conversation: Conversation, message: Message) -> None:
+    """Counters and preview a new message changes."""
+    conversation.preview = message.text[:_PREVIEW_CHARS]
+    if message.sender == "visitor":
+        conversation.unread += 1
+        if conversation.state == "closed":
+            conversation.state = "robot"
+            conversation.agent = None
+            conversation.agent_name = None
+            conversation.rating = None
+
+
+def _put_conversation(
+    txn: lmdb.Transaction, dbs: dict[str, lmdb._Database], conversation: Conversation
+) -> None:
+    key = id_bytes(conversation.id)
+    txn.put(key, pack_record(conversation), db=dbs["conv"])
+    if conversation.state == "closed":
+        txn.delete(key, db=dbs["open"])
+    else:
+        txn.put(key, b"", db=dbs["open"])

@@ -1,0 +1,251 @@
+"""The LMDB environment and its single writer thread.
+
+All writes go through one thread that groups whatever is queued into one
+transaction (group commit). Each job runs in a nested transaction, so a job
+that raises is rolled back alone and the others in its batch still commit.
+A job's future resolves only after the outer transaction is durably
+committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import errno
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import lmdb
+
+from ..errors import StorageFull, StoreError
+from ..log import store as log
+
+T = TypeVar("T")
+Job = Callable[[lmdb.Transaction], Any]
+
+DB_NAMES = (
+    "conv",  # conversation id -> Conversation
+    "msg",  # conversation id + seq -> Message
+    "cid",  # visitor or agent + client id -> conversation id + seq
+    "open",  # conversation id of every conversation not closed -> b""
+    "visitor",  # visitor id -> Visitor
+    "vtoken",  # sha256(visitor token) -> visitor id
+    "account",  # username -> Account
+    "session",  # sha256(session token) -> session record
+    "faq",  # faq id -> FaqEntry
+    "meta",  # name -> value (schema version, secrets, settings)
+)
+
+# Grow the map when it is this full; double it each time.
+_GROW_AT = 0.75
+_STOP = object()
+
+
+class Env:
+    """One LMDB environment: inline reads, writes through the writer thread."""
+
+    def __init__(self, path: Path, map_size: int, commit_batch: int = 256) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._env = lmdb.open(
+            str(path),
+            map_size=map_size,
+            max_dbs=len(DB_NAMES) + 4,
+            max_readers=256,
+            readahead=False,
+            sync=True,
+            metasync=True,
+        )
+        cleared = self._env.reader_check()
+        if cleared:
+            log.warning("cleared %d stale reader slots", cleared)
+        with self._env.begin(write=True) as txn:
+            self.dbs = {
+                name: self._env.open_db(name.encode(), txn=txn) for name in DB_NAMES
+            }
+
+        # NOTE: set_mapsize must not run while this process has a read
+        # transaction open; readers and the resize share this lock.
+        self._gate = threading.Lock()
+        self._batch = commit_batch
+        self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread = threading.Thread(
+            target=self._run, name="goflypy-writer", daemon=True
+        )
+        self._thread.start()
+        self.commits = 0
+        self.last_commit_ms = 0.0
+
+    # Reads
+
+    @contextmanager
+    def read(self) -> Iterator[lmdb.Transaction]:
+        """A short read transaction whose values are zero-copy buffers.
+
+        NOTE: buffers die with the transaction; decode inside the block.
+        """
+        with self._gate:
+            try:
+                txn = self._env.begin(buffers=True)
+            except lmdb.MapResizedError:
+                # Another process (the command line) grew the map: adopt it.
+                self._env.set_mapsize(0)
+                txn = self._env.begin(buffers=True)
+            with txn:
+                yield txn
+
+    # Writes
+
+    def submit(
+        self, job: Callable[[lmdb.Transaction], T]
+    ) -> concurrent.futures.Future[T]:
+        """Queue a write job; the future resolves after its durable commit."""
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        if not self._thread.is_alive():
+            future.set_exception(StoreError("store is closed"))
+            return future
+        self._jobs.put((job, future))
+        return future
+
+    async def write(self, job: Callable[[lmdb.Transaction], T]) -> T:
+        """Run a write job on the writer thread and wait for its commit."""
+        return await asyncio.wrap_future(self.submit(job))
+
+    def write_blocking(self, job: Callable[[lmdb.Transaction], T]) -> T:
+        """Same as write(), for code that is not on an event loop."""
+        return self.submit(job).result()
+
+    def close(self) -> None:
+        """Finish queued writes, stop the writer and close the environment."""
+        if self._thread.is_alive():
+            self._jobs.put(_STOP)
+            self._thread.join()
+        self._env.close()
+
+    def copy_to(self, dest: Path) -> None:
+        """Write a compacted, consistent copy of the store to ``dest``."""
+        dest.mkdir(parents=True, exist_ok=True)
+        self._env.copy(str(dest), compact=True)
+
+    def info(self) -> dict[str, int]:
+        info = self._env.info()
+        stat = self._env.stat()
+        return {
+            "map_size": info["map_size"],
+            "used": (info["last_pgno"] + 1) * stat["psize"],
+            "readers": info["num_readers"],
+        }
+
+    # Writer thread
+
+    def _run(self) -> None:
+        while True:
+            first = self._jobs.get()
+            if first is _STOP:
+                return
+            batch = [first]
+            stop = False
+            while len(batch) < self._batch:
+                try:
+                    item = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    stop = True
+                    break
+                batch.append(item)
+            self._commit_batch(batch)
+            if stop:
+                return
+
+    def _commit_batch(
+        self, batch: list[tuple[Job, concurrent.futures.Future[Any]]]
+    ) -> None:
+        for _attempt in range(8):
+            self._grow_if_needed()
+            started = time.perf_counter()
+            try:
+                outcomes = self._apply(batch)
+            except lmdb.MapFullError:
+                self._grow()
+                continue
+            except lmdb.Error as exc:
+                self._fail_all(batch, exc)
+                return
+            self.commits += 1
+            self.last_commit_ms = (time.perf_counter() - started) * 1000
+            for future, result, error in outcomes:
+                if error is None:
+                    future.set_result(result)
+                else:
+                    future.set_exception(error)
+            return
+        self._fail_all(batch, lmdb.MapFullError("map could not grow"))
+
+    def _apply(
+        self, batch: list[tuple[Job, concurrent.futures.Future[Any]]]
+    ) -> list[tuple[concurrent.futures.Future[Any], Any, BaseException | None]]:
+        outcomes: list[
+            tuple[concurrent.futures.Future[Any], Any, BaseException | None]
+        ] = []
+        try:
+            txn = self._env.begin(write=True)
+        except lmdb.MapResizedError:
+            with self._gate:
+                self._env.set_mapsize(0)
+            txn = self._env.begin(write=True)
+        try:
+            for job, future in batch:
+                child = self._env.begin(write=True, parent=txn)
+                try:
+                    result = job(child)
+                except lmdb.MapFullError:
+                    child.abort()
+                    raise
+                except Exception as exc:  # one job's failure stays its own
+                    child.abort()
+                    outcomes.append((future, None, exc))
+                    continue
+                child.commit()
+                outcomes.append((future, result, None))
+            txn.commit()
+        except BaseException:
+            txn.abort()
+            raise
+        return outcomes
+
+    def _fail_all(
+        self, batch: list[tuple[Job, concurrent.futures.Future[Any]]], exc: Exception
+    ) -> None:
+        full = (
+            isinstance(exc, lmdb.MapFullError)
+            or (
+                isinstance(exc, lmdb.Error)
+                and getattr(exc, "errno", None) == errno.ENOSPC
+            )
+            or "No space left" in str(exc)
+        )
+        if full:
+            log.error("storage full: %s", exc)
+            error: Exception = StorageFull("storage full: the message was not stored")
+        else:
+            log.error("commit failed: %s", exc)
+            error = StoreError(f"commit failed: {exc}")
+        for _job, future in batch:
+            future.set_exception(error)
+
+    def _grow_if_needed(self) -> None:
+        info = self.info()
+        if info["used"] >= info["map_size"] * _GROW_AT:
+            self._grow()
+
+    def _grow(self) -> None:
+        with self._gate:
+            current = self._env.info()["map_size"]
+            self._env.set_mapsize(current * 2)
+        log.info("LMDB map grown from %d to %d bytes", current, current * 2)

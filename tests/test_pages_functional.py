@@ -1,0 +1,129 @@
+"""Console sign-in, CSRF, first-password change and page escaping."""
+
+from __future__ import annotations
+
+from aiohttp.test_utils import TestClient
+
+from goflypy.auth import hash_password
+from goflypy.handlers.common import CSRF_COOKIE
+from tests.conftest import AGENT_PASSWORD, add_agent, csrf_from, desk_of, sign_in
+
+
+async def test_console_needs_sign_in(client: TestClient) -> None:
+    response = await client.get("/console", allow_redirects=False)
+    assert response.status == 302
+    assert response.headers["Location"].startswith("/console/login")
+
+
+async def test_sign_in_sets_a_safe_session_cookie(client: TestClient) -> None:
+    await add_agent(client)
+    response = await sign_in(client)
+    assert response.status == 302 and response.headers["Location"] == "/console"
+    cookie = response.cookies["gofly_session"]
+    assert cookie["httponly"] and cookie["samesite"] == "Lax"
+    page = await client.get("/console")
+    assert page.status == 200
+    assert "frame-ancestors 'none'" in page.headers["Content-Security-Policy"]
+
+
+async def test_wrong_password_is_refused(client: TestClient) -> None:
+    await add_agent(client)
+    response = await sign_in(client, password="not-the-password")
+    assert response.status == 401
+    assert "用户名或密码错误" in await response.text()
+    assert "gofly_session" not in response.cookies
+
+
+async def test_post_without_csrf_token_is_forbidden(client: TestClient) -> None:
+    await add_agent(client)
+    await client.get("/console/login")  # sets the CSRF cookie
+    response = await client.post(
+        "/console/login",
+        data={"username": "amy", "password": AGENT_PASSWORD, "csrf_token": "forged"},
+        allow_redirects=False,
+    )
+    assert response.status == 403
+    assert "gofly_session" not in response.cookies
+
+
+async def test_cross_site_post_is_forbidden_even_with_token(client: TestClient) -> None:
+    await add_agent(client)
+    page = await client.get("/console/login")
+    token = csrf_from(await page.text())
+    response = await client.post(
+        "/console/login",
+        data={"username": "amy", "password": AGENT_PASSWORD, "csrf_token": token},
+        headers={"Origin": "https://evil.example"},
+        allow_redirects=False,
+    )
+    assert response.status == 403
+    assert client.session.cookie_jar.filter_cookies(client.make_url("/")).get(CSRF_COOKIE)
+
+
+async def test_first_admin_must_change_password(client: TestClient) -> None:
+    await add_agent(client, "boss", "admin", must_change_password=True)
+    response = await sign_in(client, "boss")
+    assert response.headers["Location"] == "/console/password"
+    console = await client.get("/console", allow_redirects=False)
+    assert console.headers["Location"] == "/console/password"
+
+    form = await client.get("/console/password")
+    token = csrf_from(await form.text())
+    weak = await client.post(
+        "/console/password",
+        data={
+            "current_password": AGENT_PASSWORD,
+            "new_password": "short",
+            "confirm_password": "short",
+            "csrf_token": token,
+        },
+    )
+    assert weak.status == 400
+    changed = await client.post(
+        "/console/password",
+        data={
+            "current_password": AGENT_PASSWORD,
+            "new_password": "Fresh-pass-2025",
+            "confirm_password": "Fresh-pass-2025",
+            "csrf_token": token,
+        },
+        allow_redirects=False,
+    )
+    assert changed.headers["Location"] == "/console"
+    account = desk_of(client).store.get_account("boss")
+    assert not account.must_change_password
+    assert account.password_hash.startswith("$argon2id$")
+    assert (await client.get("/console", allow_redirects=False)).status == 200
+
+
+async def test_login_next_never_leaves_the_site(client: TestClient) -> None:
+    page = await client.get("/console/login?next=//evil.example/x")
+    html = await page.text()
+    assert "evil.example" not in html
+
+
+async def test_names_are_escaped_in_the_console(client: TestClient) -> None:
+    await add_agent(client)
+    store = desk_of(client).store
+    account = store.get_account("amy")
+    account.display_name = "<script>alert(1)</script>"
+    await store.put_account(account, create=False)
+    await sign_in(client)
+    html = await (await client.get("/console")).text()
+    assert "<script>alert(1)</script>" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+
+
+async def test_password_hash_is_memory_hard() -> None:
+    assert hash_password("Some-pass-123").startswith("$argon2id$v=19$m=65536")
+
+
+async def test_demo_chat_and_health_pages(client: TestClient) -> None:
+    demo = await client.get("/demo")
+    assert demo.status == 200
+    assert 'src="/static/widget/widget.js"' in await demo.text()
+    assert (await client.get("/chat?channel=miniapp")).status == 200
+    widget = await client.get("/static/widget/widget.js")
+    assert widget.status == 200
+    health = await (await client.get("/healthz")).json()
+    assert health["status"] == "ok" and health["faq_entries"] == 3
