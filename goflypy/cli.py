@@ -251,7 +251,7 @@ def cmd_robot_eval(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_config_example(args: argparse.Namespace, config: Config) -> int:
-    print(example_toml())
+    print(example_toml(), end="")
     return 0
 
 

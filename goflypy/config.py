@@ -107,7 +107,7 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "robot_answer_threshold",
-        0.62,
+        0.56,
         _float,
         "score at or above which the robot answers",
         0.0,
@@ -115,9 +115,17 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "robot_suggest_threshold",
-        0.40,
+        0.45,
         _float,
         "score at or above which the robot suggests entries",
+        0.0,
+        1.0,
+    ),
+    Setting(
+        "robot_margin",
+        0.03,
+        _float,
+        "suggest instead of answering when the runner-up is this close",
         0.0,
         1.0,
     ),
@@ -278,4 +286,4 @@ def example_toml() -> str:
             rendered = repr(default)
         lines.append(f"# {setting.name} = {rendered}")
         lines.append("")
-    return "\n".join(lines)
+    return "\n".join(lines).rstrip("\n") + "\n"

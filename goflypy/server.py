@@ -46,6 +46,7 @@ def make_robot(config: Config) -> Robot:
         thresholds=Thresholds(
             answer=config.robot_answer_threshold,
             suggest=config.robot_suggest_threshold,
+            margin=config.robot_margin,
         ),
         index_dir=config.data_path / "index",
     )

@@ -1,0 +1,34 @@
+"""The FAQ robot: text clean-up, retrieval over the FAQ and the reply decision.
+
+Public names:
+
+``Robot(thresholds=Thresholds(...), index_dir=Path | None)``
+    ``warm_up()`` loads jieba's dictionary, the retail words and the synonym
+    table; it blocks for about a second, so call it once from a thread.
+    ``rebuild(entries)`` replaces the index with ``entries`` (list of
+    ``FaqEntry``); with ``index_dir`` set it reuses the saved index when its
+    fingerprint matches and otherwise builds and saves one. ``upsert(entry)``
+    and ``remove(faq_id)`` follow single edits. All three block and are
+    thread-safe: writers are serialised and a rebuild swaps in a whole new
+    index, so ``decide`` never sees a half-built one.
+    ``decide(text) -> Decision`` blocks on CPU work (run it in a worker
+    thread) and never raises for any input string. ``thresholds`` may be
+    replaced at run time.
+``Thresholds(answer, suggest)``
+    Cosine scores in 0..1: at or above ``answer`` the robot answers, at or
+    above ``suggest`` it suggests the top candidates, below it hands off.
+``Decision``
+    ``action`` is one of "answer", "suggest", "handoff", "greeting", "human";
+    ``reply`` is the text for the visitor; ``faq_id`` is set for "answer";
+    ``score`` is the best cosine (0 for intents and empty input);
+    ``candidates`` holds up to three ``Candidate`` records, best first;
+    ``to_dict()`` returns a JSON-ready dict.
+``evaluate(robot, queries) -> dict``
+    Runs ``robot.decide`` over labelled queries and reports top-1, recall@3,
+    correct action and hand-off rates (see ``evaluate.DEFINITION``).
+"""
+
+from .evaluate import evaluate
+from .robot import Candidate, Decision, Robot, Thresholds
+
+__all__ = ["Candidate", "Decision", "Robot", "Thresholds", "evaluate"]

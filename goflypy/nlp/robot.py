@@ -1,0 +1,256 @@
+"""The FAQ robot: intents, retrieval and the answer/suggest/hand-off decision."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..models import FaqEntry
+from .embed import Embedder, HashingEmbedder
+from .index import FaqIndex
+from .intents import GREETING, HUMAN, detect_intent
+from .normalize import has_content, normalize_text
+from .segment import Lexicon
+
+log = logging.getLogger("goflypy.nlp")
+
+GREETING_REPLY = "您好！我是智能客服，请问有什么可以帮您？"
+HUMAN_REPLY = "好的，正在为您转接人工客服，请稍候。"
+HANDOFF_REPLY = "这个问题我还不太会回答，已为您转接人工客服，请稍候。"
+EMPTY_REPLY = "请问有什么可以帮您？请简单描述一下您的问题。"
+SUGGEST_REPLY = "您是不是想问："
+
+TOP_CANDIDATES = 3
+# Bump when features or weights change, so saved indexes are rebuilt.
+_EMBEDDER_VERSION = "hash-v2"
+
+
+# A score this high is the question itself, however close the runner-up.
+_EXACT = 0.95
+
+
+@dataclass(slots=True)
+class Thresholds:
+    """Scores (cosine, 0..1) at or above which the robot answers or suggests.
+
+    ``margin``: when the runner-up is this close to the best entry, the
+    question is ambiguous ("怎么保存" fits every fruit) and the robot
+    suggests instead of guessing, unless the best is a near-exact match.
+    """
+
+    answer: float = 0.56
+    suggest: float = 0.45
+    margin: float = 0.03
+
+
+@dataclass(slots=True)
+class Candidate:
+    """One FAQ entry the robot considered, with its similarity score."""
+
+    faq_id: str
+    question: str
+    answer: str
+    score: float
+
+
+@dataclass(slots=True)
+class Decision:
+    """What the robot does with one visitor message."""
+
+    action: str
+    reply: str
+    faq_id: str | None = None
+    score: float = 0.0
+    candidates: list[Candidate] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready dict."""
+        return asdict(self)
+
+
+@dataclass(slots=True)
+class _State:
+    """One consistent generation of embedder, index and entries."""
+
+    embedder: Embedder
+    index: FaqIndex
+    entries: dict[str, FaqEntry]
+
+
+def _texts(entry: FaqEntry) -> list[str]:
+    """Return the question and its distinct alternatives."""
+    texts = [entry.question, *entry.alternatives]
+    return [text for text in dict.fromkeys(texts) if text.strip()]
+
+
+def fingerprint(entries: list[FaqEntry]) -> str:
+    """Return a digest of what the index depends on in ``entries``."""
+    digest = hashlib.sha256(_EMBEDDER_VERSION.encode())
+    for entry in sorted(entries, key=lambda item: item.faq_id):
+        for text in (entry.faq_id, *_texts(entry)):
+            digest.update(text.encode("utf-8") + b"\x00")
+        digest.update(b"\x01")
+    return digest.hexdigest()
+
+
+class Robot:
+    """Answers visitor messages from the FAQ; see ``goflypy.nlp`` for the contract."""
+
+    def __init__(
+        self,
+        thresholds: Thresholds | None = None,
+        index_dir: Path | None = None,
+        lexicon: Lexicon | None = None,
+        dim: int = 2048,
+    ) -> None:
+        self.thresholds = thresholds or Thresholds()
+        self.index_dir = index_dir
+        self.lexicon = lexicon or Lexicon()
+        self.dim = dim
+        self._write_lock = threading.Lock()
+        self._state = self._empty_state()
+
+    def warm_up(self) -> None:
+        """Load the dictionaries and synonyms (blocking, about a second)."""
+        self.lexicon.warm_up()
+
+    def new_embedder(self) -> Embedder:
+        """Return a fresh, unfitted embedder; override to plug in another model."""
+        return HashingEmbedder(self.lexicon, dim=self.dim)
+
+    def rebuild(self, entries: list[FaqEntry]) -> None:
+        """Replace the whole index with ``entries`` (blocking; thread-safe)."""
+        started = time.perf_counter()
+        with self._write_lock:
+            state, loaded = self._load_or_build(list(entries))
+            self._state = state
+        elapsed = (time.perf_counter() - started) * 1000
+        how = "loaded" if loaded else "built"
+        log.info("FAQ index %s: %d entries in %.0f ms", how, len(entries), elapsed)
+
+    def upsert(self, entry: FaqEntry) -> None:
+        """Add ``entry`` or replace the entry with its id (blocking; thread-safe)."""
+        with self._write_lock:
+            state = self._state
+            texts = _texts(entry)
+            # NOTE: corpus statistics only grow between full rebuilds.
+            state.embedder.add(texts)
+            state.entries[entry.faq_id] = entry
+            state.index.add(entry.faq_id, state.embedder.embed(texts))
+        log.debug("FAQ entry %s indexed (%d texts)", entry.faq_id, len(texts))
+
+    def remove(self, faq_id: str) -> None:
+        """Forget the entry ``faq_id``; unknown ids are ignored (thread-safe)."""
+        with self._write_lock:
+            state = self._state
+            state.index.remove(faq_id)
+            state.entries.pop(faq_id, None)
+        log.debug("FAQ entry %s removed", faq_id)
+
+    def decide(self, text: str) -> Decision:
+        """Return the robot's decision for one visitor message (blocking CPU work)."""
+        intent = detect_intent(text)
+        if intent == HUMAN:
+            return Decision("human", HUMAN_REPLY)
+        if intent == GREETING:
+            return Decision("greeting", GREETING_REPLY)
+        if not has_content(normalize_text(text)):
+            return Decision("handoff", HANDOFF_REPLY)
+
+        candidates = self.search(text, TOP_CANDIDATES)
+        decision = self._choose(candidates, self.thresholds)
+        log.debug(
+            "robot %s score=%.3f faq=%s",
+            decision.action,
+            decision.score,
+            decision.faq_id,
+        )
+        return decision
+
+    def search(self, text: str, limit: int = TOP_CANDIDATES) -> list[Candidate]:
+        """Return up to ``limit`` FAQ candidates for ``text``, best first."""
+        state = self._state
+        vector = state.embedder.embed([text])[0]
+        if not np.any(vector):
+            return []
+
+        candidates = []
+        for faq_id, score in state.index.search(vector, limit):
+            entry = state.entries.get(faq_id)
+            if entry is not None:
+                score = min(1.0, max(0.0, round(score, 4)))
+                candidates.append(
+                    Candidate(entry.faq_id, entry.question, entry.answer, score)
+                )
+        return candidates
+
+    @staticmethod
+    def _choose(candidates: list[Candidate], thresholds: Thresholds) -> Decision:
+        """Turn ranked candidates into an action by the thresholds."""
+        if not candidates:
+            return Decision("handoff", HANDOFF_REPLY)
+        best = candidates[0]
+        runner_up = candidates[1].score if len(candidates) > 1 else 0.0
+        is_clear = best.score >= _EXACT or best.score - runner_up >= thresholds.margin
+        if best.score >= thresholds.answer and is_clear:
+            return Decision("answer", best.answer, best.faq_id, best.score, candidates)
+        if best.score >= thresholds.suggest:
+            return Decision("suggest", SUGGEST_REPLY, None, best.score, candidates)
+        return Decision("handoff", HANDOFF_REPLY, None, best.score, candidates)
+
+    def _empty_state(self) -> _State:
+        """Return a state with no entries."""
+        embedder = self.new_embedder()
+        embedder.fit([])
+        return _State(embedder, FaqIndex(embedder.dim), {})
+
+    def _build(self, entries: list[FaqEntry]) -> _State:
+        """Embed and index ``entries`` from scratch."""
+        embedder = self.new_embedder()
+        embedder.fit([text for entry in entries for text in _texts(entry)])
+        total = sum(len(_texts(entry)) for entry in entries)
+        index = FaqIndex(embedder.dim, capacity=total + 16)
+        for entry in entries:
+            index.add(entry.faq_id, embedder.embed(_texts(entry)))
+        return _State(embedder, index, {entry.faq_id: entry for entry in entries})
+
+    def _load_or_build(self, entries: list[FaqEntry]) -> tuple[_State, bool]:
+        """Reuse the saved index when it matches ``entries``; else build and save."""
+        stamp = fingerprint(entries) + f":{self.dim}"
+        if self.index_dir is not None:
+            state = self._load(stamp, entries)
+            if state is not None:
+                return state, True
+
+        state = self._build(entries)
+        if self.index_dir is not None:
+            extra = {"fingerprint": stamp, "embedder": state.embedder.state()}
+            try:
+                state.index.save(self.index_dir, extra)
+            except OSError as error:
+                log.warning("FAQ index not saved to %s: %s", self.index_dir, error)
+        return state, False
+
+    def _load(self, stamp: str, entries: list[FaqEntry]) -> _State | None:
+        """Return the saved state if its fingerprint is ``stamp``, else None."""
+        assert self.index_dir is not None
+        try:
+            index, extra = FaqIndex.load(self.index_dir)
+            if extra.get("fingerprint") != stamp:
+                log.info("saved FAQ index is stale; rebuilding")
+                return None
+            embedder = self.new_embedder()
+            embedder.load_state(extra["embedder"])
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, RuntimeError) as error:
+            log.warning("saved FAQ index unreadable (%s); rebuilding", error)
+            return None
+        return _State(embedder, index, {entry.faq_id: entry for entry in entries})

@@ -1,0 +1,132 @@
+"""The goflypy command, run as a separate process like an operator would."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from aiohttp.test_utils import TestClient
+
+from tests.conftest import desk_of
+
+FAQ_JSONL = [
+    {
+        "faq_id": "cherry",
+        "question": "樱桃怎么保存",
+        "answer": "樱桃不要洗，装保鲜袋冷藏，三天内吃完。",
+        "alternatives": ["车厘子怎么存放"],
+        "category": "storage",
+    },
+    {
+        "faq_id": "invoice",
+        "question": "怎么开发票",
+        "answer": "下单时勾选开具发票，电子发票发到您的邮箱。",
+        "alternatives": ["可以开发票吗"],
+        "category": "invoice",
+    },
+]
+
+
+def goflypy(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "goflypy", *args],
+        capture_output=True,
+        text=True,
+        input=stdin,
+        timeout=120,
+        check=False,
+    )
+
+
+def write_faq(path: Path) -> Path:
+    path.write_text(
+        "\n".join(json.dumps(row, ensure_ascii=False) for row in FAQ_JSONL) + "\n",
+        encoding="utf-8",
+    )
+    return path
+
+
+def test_help_lists_every_command() -> None:
+    out = goflypy("--help").stdout
+    for command in ("serve", "init", "user", "faq", "robot", "check"):
+        assert command in out
+
+
+def test_bad_setting_fails_naming_setting_and_source(tmp_path: Path) -> None:
+    result = goflypy("serve", "--data-dir", str(tmp_path), "--port", "http")
+    assert result.returncode == 2
+    assert "'port' from command line" in result.stderr
+    config = tmp_path / "bad.toml"
+    config.write_text("heartbeat_s = 1\n", encoding="utf-8")
+    result = goflypy("serve", "--data-dir", str(tmp_path), "--config", str(config))
+    assert result.returncode == 2
+    assert f"'heartbeat_s' from config file {config}" in result.stderr
+
+
+def test_init_makes_a_first_admin_who_must_change_password(tmp_path: Path) -> None:
+    result = goflypy("init", "--data-dir", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "admin /" in result.stdout and "must change" in result.stdout
+    listing = goflypy("user", "list", "--data-dir", str(tmp_path)).stdout
+    assert "admin\tadmin" in listing and "must change password" in listing
+
+
+def test_user_add_refuses_weak_passwords(tmp_path: Path) -> None:
+    weak = goflypy("user", "add", "zoe", "--password", "123", "--data-dir", str(tmp_path))
+    assert weak.returncode == 1 and "密码至少" in weak.stderr
+    ok = goflypy(
+        "user", "add", "zoe", "--password-stdin", "--data-dir", str(tmp_path),
+        stdin="Zoe-strong-pass\n",
+    )
+    assert ok.returncode == 0, ok.stderr
+
+
+def test_faq_import_then_robot_ask(tmp_path: Path) -> None:
+    faq = write_faq(tmp_path / "faq.jsonl")
+    data = str(tmp_path / "data")
+    imported = goflypy("faq", "import", str(faq), "--data-dir", data)
+    assert imported.returncode == 0, imported.stderr
+    assert "imported 2" in imported.stdout
+    asked = goflypy("robot", "ask", "车厘子怎么保存", "--json", "--data-dir", data)
+    assert asked.returncode == 0, asked.stderr
+    decision = json.loads(asked.stdout)
+    assert decision["action"] == "answer" and decision["faq_id"] == "cherry"
+
+    exported = tmp_path / "out.csv"
+    assert goflypy("faq", "export", str(exported), "--data-dir", data).returncode == 0
+    assert "樱桃怎么保存" in exported.read_text(encoding="utf-8")
+
+
+def test_robot_eval_never_touches_the_live_store(tmp_path: Path) -> None:
+    faq = write_faq(tmp_path / "faq.jsonl")
+    queries = tmp_path / "queries.jsonl"
+    rows = [
+        {"qid": "1", "query": "车厘子怎么存放", "gold_faq_id": "cherry", "type": "in_kb"},
+        {"qid": "2", "query": "能开发票吗", "gold_faq_id": "invoice", "type": "in_kb"},
+        {"qid": "3", "query": "太阳离地球多远", "gold_faq_id": None, "type": "out_of_domain"},
+    ]
+    queries.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows), encoding="utf-8")
+    live = tmp_path / "live"
+    result = goflypy("robot", "eval", "--faq", str(faq), "--queries", str(queries), "--data-dir", str(live))
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["in_kb_top1"] == 1.0
+    assert {"in_kb_recall3", "correct_action", "handoff_rate"} <= set(report)
+    assert not live.exists()
+
+
+async def test_running_server_follows_an_import(client: TestClient, tmp_path: Path) -> None:
+    desk = desk_of(client)
+    assert desk.robot.decide("车厘子怎么保存").faq_id != "cherry"
+    faq = write_faq(tmp_path / "more.jsonl")
+    data_dir = str(desk.config.data_path)
+    result = await asyncio.to_thread(goflypy, "faq", "import", str(faq), "--data-dir", data_dir)
+    assert result.returncode == 0, result.stderr
+    for _ in range(100):
+        if desk.robot.decide("车厘子怎么保存").faq_id == "cherry":
+            break
+        await asyncio.sleep(0.1)
+    assert desk.robot.decide("车厘子怎么保存").faq_id == "cherry"
