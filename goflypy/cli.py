@@ -7,6 +7,7 @@ for every setting in config.SETTINGS.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import getpass
 import json
 import sys
@@ -17,7 +18,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from . import __version__, opscli
 from .config import BY_NAME, SETTINGS, Config, ConfigError, example_toml, load
 from .errors import GoflyError
 from .store import Store
@@ -43,7 +44,7 @@ def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
 
 def _open_store(config: Config) -> Store:
 
-    return Store(config.data_path, config.map_size_mb, config.commit_batch)
+    return Store.from_config(config)
 
 
 def ensure_first_admin(store: Any) -> str | None:
@@ -82,6 +83,8 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
             store.import_faq_blocking(_demo_entries(), replace=False)
         password = ensure_first_admin(store)
     if args.check:
+        from .opscli import cmd_check
+
         return cmd_check(args, config)
 
     app = make_app(config)
@@ -100,25 +103,6 @@ def cmd_init(args: argparse.Namespace, config: Config) -> int:
         print(
             f"first sign-in: admin / {password}  (you must change it at first sign-in)"
         )
-    return 0
-
-
-def cmd_check(args: argparse.Namespace, config: Config) -> int:
-    """Open the store and the robot index, report counts, exit."""
-    from .server import make_robot
-
-    with _open_store(config) as store:
-        entries = store.list_faq()
-        robot = make_robot(config)
-        robot.rebuild(entries)
-        report = {
-            "data_dir": str(config.data_path.resolve()),
-            "faq_entries": len(entries),
-            "accounts": store.count_accounts(),
-            "open_conversations": len(store.list_open_conversations()),
-            "store": store.env.info(),
-        }
-    print(json.dumps(report, ensure_ascii=False, indent=2))
     return 0
 
 
@@ -148,6 +132,9 @@ def cmd_user_passwd(args: argparse.Namespace, config: Config) -> int:
         account.password_hash = hash_password(password)
         account.must_change_password = True
         store.put_account_blocking(account, create=False)
+        # Every browser of the account is signed out; an open console
+        # stops acting at its next frame.
+        asyncio.run(store.delete_sessions_of(args.username))
     print(f"one-time password for {args.username}: {password}")
     return 0
 
@@ -245,6 +232,12 @@ def cmd_robot_eval(args: argparse.Namespace, config: Config) -> int:
         robot = make_robot(scratch_config)
         robot.warm_up()
         robot.rebuild(stored)
+        if getattr(args, "calibrate", False):
+            from .nlp.calibrate import calibrate, format_tradeoff
+
+            report = calibrate(robot, queries)
+            print(format_tradeoff(report))
+            return 0
         result = evaluate(robot, queries)
     print(json.dumps(result, ensure_ascii=False, indent=2))
     return 0
@@ -282,9 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--demo", action="store_true", help="load the demo shop FAQ")
     init.set_defaults(func=cmd_init)
 
-    check = commands.add_parser("check", help="verify the store and index, then exit")
-    _add_common(check)
-    check.set_defaults(func=cmd_check)
+    opscli.register(commands, _add_common)
 
     user = commands.add_parser("user", help="console accounts: add, passwd, list")
     user_commands = user.add_subparsers(
@@ -324,7 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("file")
     exp.set_defaults(func=cmd_faq_export)
 
-    robot = commands.add_parser("robot", help="the FAQ robot: ask, eval")
+    robot = commands.add_parser("robot", help="the FAQ robot: ask, eval, calibrate")
     robot_commands = robot.add_subparsers(
         dest="robot_command", metavar="ACTION", required=True
     )
@@ -342,6 +333,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--queries", required=True, help="JSONL: qid, query, gold_faq_id, type"
     )
     ev.set_defaults(func=cmd_robot_eval)
+    cal = robot_commands.add_parser(
+        "calibrate", help="pick thresholds from a labelled query file"
+    )
+    _add_common(cal)
+    cal.add_argument("--faq", required=True, help="FAQ file (JSONL or CSV)")
+    cal.add_argument(
+        "--queries", required=True, help="JSONL: qid, query, gold_faq_id, type"
+    )
+    cal.set_defaults(func=cmd_robot_eval, calibrate=True)
 
     example = commands.add_parser("config-example", help="print a sample config file")
     _add_common(example)

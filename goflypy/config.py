@@ -72,12 +72,13 @@ class Setting:
 
     @property
     def kind(self) -> str:
-        return {
+        kinds: dict[Callable[[Any], Any], str] = {
             _bool: "bool",
             _int: "int",
             _float: "float",
             _str_list: "list",
-        }.get(self.parse, "str")
+        }
+        return kinds.get(self.parse, "str")
 
 
 SETTINGS: tuple[Setting, ...] = (
@@ -107,7 +108,7 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "robot_answer_threshold",
-        0.56,
+        0.46,
         _float,
         "score at or above which the robot answers",
         0.0,
@@ -115,7 +116,7 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "robot_suggest_threshold",
-        0.45,
+        0.40,
         _float,
         "score at or above which the robot suggests entries",
         0.0,
@@ -123,7 +124,7 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "robot_margin",
-        0.03,
+        0.01,
         _float,
         "suggest instead of answering when the runner-up is this close",
         0.0,
@@ -135,7 +136,7 @@ SETTINGS: tuple[Setting, ...] = (
         "visitor_rate_per_min",
         30,
         _int,
-        "messages a visitor connection may send per minute",
+        "messages one visitor (all devices) may send per minute",
         1,
     ),
     Setting(
@@ -146,6 +147,50 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("send_queue_frames", 256, _int, "frames queued for a slow socket", 8),
     Setting("heartbeat_s", 25, _int, "WebSocket ping interval in seconds", 5, 300),
+    Setting(
+        "ping_interval_s",
+        20.0,
+        _float,
+        "seconds between server pings on a quiet socket; longer on slow links",
+        0.05,
+        300.0,
+    ),
+    Setting(
+        "ping_timeout_s",
+        10.0,
+        _float,
+        "longest wait for a pong; fast links get a shorter one from their RTT",
+        0.05,
+        300.0,
+    ),
+    Setting("frames_per_s", 10, _int, "frames one socket may send per second", 1),
+    Setting(
+        "ip_rate_per_min",
+        300,
+        _int,
+        "messages all visitors of one IP may send per minute",
+        1,
+    ),
+    Setting(
+        "connects_per_ip_per_min",
+        120,
+        _int,
+        "new sockets one IP may open per minute",
+        1,
+    ),
+    Setting(
+        "new_visitors_per_ip_per_min",
+        60,
+        _int,
+        "new visitors one IP may start per minute",
+        1,
+    ),
+    Setting(
+        "trusted_proxies",
+        [],
+        _str_list,
+        "proxy addresses or networks (10.0.0.0/8) whose X-Forwarded-For is believed",
+    ),
     Setting("session_hours", 12, _int, "console sign-in lifetime in hours", 1),
     Setting(
         "map_size_mb",
@@ -155,6 +200,29 @@ SETTINGS: tuple[Setting, ...] = (
         1,
     ),
     Setting("commit_batch", 256, _int, "most writes grouped into one commit", 1),
+    Setting(
+        "max_map_mb", 0, _int, "largest the LMDB map may grow, in MiB (0: no cap)", 0
+    ),
+    Setting(
+        "archive_after_hours",
+        72.0,
+        _float,
+        "archive conversations idle this long (0: never)",
+        0.0,
+    ),
+    Setting(
+        "archive_interval_s", 60.0, _float, "seconds between archiver passes", 0.05
+    ),
+    Setting("retention_days", 0, _int, "delete archives idle this long (0: keep)", 0),
+    Setting(
+        "archive_max_frame_mb", 64, _int, "largest archive frame read or written", 1
+    ),
+    Setting(
+        "encryption_key_file",
+        "",
+        _str,
+        "SM4 key file (VERSION:HEX lines); GOFLY_SM4_KEY overrides; empty: off",
+    ),
     Setting(
         "secure_cookies",
         False,

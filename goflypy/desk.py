@@ -160,6 +160,9 @@ class Desk:
             return appended
 
         self.publish(appended.conversation, appended.message)
+        if appended.reopened:
+            # A message to a closed conversation reopens it with the robot.
+            self.hub.to_visitor(visitor.id, self.status_frame(appended.conversation))
         if appended.conversation.state == "robot":
             self._spawn(self._robot_reply(appended.conversation.id, text))
         return appended
@@ -177,6 +180,10 @@ class Desk:
                 conversation.agent_name = None
 
         before = self.store.get_conversation(conversation_id)
+        if before is not None and before.state in ("queued", "assigned"):
+            # Already with the humans: answer the state, write nothing.
+            self.hub.to_visitor(before.visitor_id, self.status_frame(before))
+            return before
         conversation = await self.store.update_conversation(conversation_id, change)
         if before is not None and before.state != conversation.state:
             if announce:
@@ -193,6 +200,10 @@ class Desk:
         return conversation
 
     async def rate(self, conversation_id: str, score: int) -> Conversation:
+        current = self.store.get_conversation(conversation_id)
+        if current is not None and current.rating == score:
+            return current  # the same rating again changes nothing
+
         def change(conversation: Conversation) -> None:
             conversation.rating = score
 
@@ -273,7 +284,11 @@ class Desk:
             agent_name=account.display_name if account else None,
             meta=meta or {},
         )
-        scope = f"agent:{account.username}" if account and client_id else None
+        scope = (
+            f"agent:{account.username}:{conversation_id}"
+            if account and client_id
+            else None
+        )
         appended = await self.store.append_message(
             conversation_id, message, scope, change
         )
@@ -329,6 +344,20 @@ class Desk:
     async def close(
         self, conversation_id: str, account: Account | None
     ) -> Conversation:
+        """Close a conversation; only its agent or an admin may close a
+        conversation someone else has. Closing it again does nothing."""
+        current = self.store.get_conversation(conversation_id)
+        if current is None:
+            raise NotFound("no such conversation")
+        if current.state == "closed":
+            return current
+        if (
+            account is not None
+            and current.agent not in (None, account.username)
+            and account.role != "admin"
+        ):
+            raise Conflict(f"已由 {current.agent_name} 接待")
+
         def change(conversation: Conversation) -> None:
             conversation.state = "closed"
             conversation.unread = 0
@@ -340,6 +369,11 @@ class Desk:
         conversation = await self.store.update_conversation(conversation_id, change)
         self.publish_state(conversation)
         return conversation
+
+    async def sign_out_agent(self, username: str) -> None:
+        """Close every console socket of an agent whose sessions just ended."""
+        for peer in self.hub.agent_peers(username):
+            peer.drop(4401, "signed out")
 
     def typing_from_agent(self, conversation: Conversation, account: Account) -> None:
         self.hub.to_visitor(

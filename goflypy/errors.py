@@ -8,7 +8,9 @@ GoflyError
  ├── Conflict          409 conflict
  ├── RateLimited       429 rate_limited
  └── StoreError        503 store_error
-      └── StorageFull  507 storage_full
+      ├── StorageFull  507 storage_full
+      ├── CorruptData  503 corrupt_data
+      └── WrongKey     503 wrong_key
 """
 
 from __future__ import annotations
@@ -67,3 +69,15 @@ class StoreError(GoflyError):
 class StorageFull(StoreError):
     status = 507
     code = "storage_full"
+
+
+class CorruptData(StoreError):
+    """A record or archive frame failed its checksum or authentication."""
+
+    code = "corrupt_data"
+
+
+class WrongKey(StoreError):
+    """The encryption key given does not open this store."""
+
+    code = "wrong_key"

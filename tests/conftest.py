@@ -15,6 +15,7 @@ from goflypy.auth import new_account
 from goflypy.config import Config, load
 from goflypy.handlers.common import APP_DESK
 from goflypy.models import FaqEntry
+from goflypy.nlp.segment import Lexicon
 from goflypy.server import make_app
 
 AGENT_PASSWORD = "Agent-pass-2024"
@@ -48,6 +49,14 @@ def make_config(tmp_path: Path, **overrides: Any) -> Config:
     flags = {"data_dir": str(tmp_path / "data"), "log_level": "debug"}
     flags.update(overrides)
     return load(None, flags, environ={})
+
+
+@pytest.fixture(scope="session")
+def lexicon() -> Lexicon:
+    """One warmed-up jieba dictionary for every robot test."""
+    lexicon = Lexicon()
+    lexicon.warm_up()
+    return lexicon
 
 
 @pytest.fixture

@@ -75,10 +75,17 @@ def test_init_makes_a_first_admin_who_must_change_password(tmp_path: Path) -> No
 
 
 def test_user_add_refuses_weak_passwords(tmp_path: Path) -> None:
-    weak = goflypy("user", "add", "zoe", "--password", "123", "--data-dir", str(tmp_path))
+    weak = goflypy(
+        "user", "add", "zoe", "--password", "123", "--data-dir", str(tmp_path)
+    )
     assert weak.returncode == 1 and "密码至少" in weak.stderr
     ok = goflypy(
-        "user", "add", "zoe", "--password-stdin", "--data-dir", str(tmp_path),
+        "user",
+        "add",
+        "zoe",
+        "--password-stdin",
+        "--data-dir",
+        str(tmp_path),
         stdin="Zoe-strong-pass\n",
     )
     assert ok.returncode == 0, ok.stderr
@@ -104,13 +111,34 @@ def test_robot_eval_never_touches_the_live_store(tmp_path: Path) -> None:
     faq = write_faq(tmp_path / "faq.jsonl")
     queries = tmp_path / "queries.jsonl"
     rows = [
-        {"qid": "1", "query": "车厘子怎么存放", "gold_faq_id": "cherry", "type": "in_kb"},
+        {
+            "qid": "1",
+            "query": "车厘子怎么存放",
+            "gold_faq_id": "cherry",
+            "type": "in_kb",
+        },
         {"qid": "2", "query": "能开发票吗", "gold_faq_id": "invoice", "type": "in_kb"},
-        {"qid": "3", "query": "太阳离地球多远", "gold_faq_id": None, "type": "out_of_domain"},
+        {
+            "qid": "3",
+            "query": "太阳离地球多远",
+            "gold_faq_id": None,
+            "type": "out_of_domain",
+        },
     ]
-    queries.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows), encoding="utf-8")
+    queries.write_text(
+        "\n".join(json.dumps(r, ensure_ascii=False) for r in rows), encoding="utf-8"
+    )
     live = tmp_path / "live"
-    result = goflypy("robot", "eval", "--faq", str(faq), "--queries", str(queries), "--data-dir", str(live))
+    result = goflypy(
+        "robot",
+        "eval",
+        "--faq",
+        str(faq),
+        "--queries",
+        str(queries),
+        "--data-dir",
+        str(live),
+    )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["in_kb_top1"] == 1.0
@@ -118,12 +146,16 @@ def test_robot_eval_never_touches_the_live_store(tmp_path: Path) -> None:
     assert not live.exists()
 
 
-async def test_running_server_follows_an_import(client: TestClient, tmp_path: Path) -> None:
+async def test_running_server_follows_an_import(
+    client: TestClient, tmp_path: Path
+) -> None:
     desk = desk_of(client)
     assert desk.robot.decide("车厘子怎么保存").faq_id != "cherry"
     faq = write_faq(tmp_path / "more.jsonl")
     data_dir = str(desk.config.data_path)
-    result = await asyncio.to_thread(goflypy, "faq", "import", str(faq), "--data-dir", data_dir)
+    result = await asyncio.to_thread(
+        goflypy, "faq", "import", str(faq), "--data-dir", data_dir
+    )
     assert result.returncode == 0, result.stderr
     for _ in range(100):
         if desk.robot.decide("车厘子怎么保存").faq_id == "cherry":

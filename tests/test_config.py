@@ -11,14 +11,19 @@ from goflypy.config import ConfigError, example_toml, load
 
 def test_layers_rise_from_default_to_file_to_env_to_flag(tmp_path: Path) -> None:
     file = tmp_path / "goflypy.toml"
-    file.write_text('port = 9000\nshop_name = "果园"\nhost = "0.0.0.0"\n', encoding="utf-8")
+    file.write_text(
+        'port = 9000\nshop_name = "果园"\nhost = "0.0.0.0"\n', encoding="utf-8"
+    )
     env = {"GOFLY_PORT": "9100", "GOFLY_HOST": "127.0.0.2"}
     config = load(file, {"port": "9200"}, environ=env)
     assert config.port == 9200 and config.sources["port"] == "command line"
     assert config.host == "127.0.0.2" and config.sources["host"] == "GOFLY_HOST"
     assert config.shop_name == "果园"
     assert config.sources["shop_name"] == f"config file {file}"
-    assert config.max_message_chars == 2000 and config.sources["max_message_chars"] == "default"
+    assert (
+        config.max_message_chars == 2000
+        and config.sources["max_message_chars"] == "default"
+    )
 
 
 @pytest.mark.parametrize(
@@ -27,7 +32,11 @@ def test_layers_rise_from_default_to_file_to_env_to_flag(tmp_path: Path) -> None
         ({"port": "http"}, {}, "'port' from command line"),
         ({}, {"GOFLY_PORT": "70000"}, "'port' from GOFLY_PORT"),
         ({"log_level": "loud"}, {}, "'log_level' from command line"),
-        ({}, {"GOFLY_SECURE_COOKIES": "maybe"}, "'secure_cookies' from GOFLY_SECURE_COOKIES"),
+        (
+            {},
+            {"GOFLY_SECURE_COOKIES": "maybe"},
+            "'secure_cookies' from GOFLY_SECURE_COOKIES",
+        ),
         (
             {"robot_answer_threshold": "0.3", "robot_suggest_threshold": "0.5"},
             {},

@@ -21,13 +21,6 @@ THRESHOLDS = Thresholds(answer=0.6, suggest=0.4)
 
 
 @pytest.fixture(scope="module")
-def lexicon() -> Lexicon:
-    lexicon = Lexicon()
-    lexicon.warm_up()
-    return lexicon
-
-
-@pytest.fixture(scope="module")
 def demo_robot(lexicon: Lexicon) -> Robot:
     robot = Robot(thresholds=THRESHOLDS, lexicon=lexicon)
     robot.rebuild(read_faq_file(DEMO_FAQ))

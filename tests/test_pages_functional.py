@@ -57,7 +57,9 @@ async def test_cross_site_post_is_forbidden_even_with_token(client: TestClient) 
         allow_redirects=False,
     )
     assert response.status == 403
-    assert client.session.cookie_jar.filter_cookies(client.make_url("/")).get(CSRF_COOKIE)
+    assert client.session.cookie_jar.filter_cookies(client.make_url("/")).get(
+        CSRF_COOKIE
+    )
 
 
 async def test_first_admin_must_change_password(client: TestClient) -> None:
@@ -127,3 +129,62 @@ async def test_demo_chat_and_health_pages(client: TestClient) -> None:
     assert widget.status == 200
     health = await (await client.get("/healthz")).json()
     assert health["status"] == "ok" and health["faq_entries"] == 3
+
+
+async def test_login_next_with_control_characters_stays_home(
+    client: TestClient,
+) -> None:
+    await add_agent(client)
+    for target in ("/\t/evil.example/x", "/\n/evil.example", "/ /evil.example"):
+        page = await client.get("/console/login", params={"next": target})
+        token = csrf_from(await page.text())
+        response = await client.post(
+            "/console/login",
+            data={
+                "username": "amy",
+                "password": AGENT_PASSWORD,
+                "csrf_token": token,
+                "next": target,
+            },
+            allow_redirects=False,
+        )
+        assert response.headers["Location"] == "/console", target
+
+
+async def test_password_change_signs_out_other_browsers(
+    client: TestClient, aiohttp_client: object
+) -> None:
+    await add_agent(client)
+    await sign_in(client)
+    other = await aiohttp_client(client.server)  # type: ignore[operator]
+    await sign_in(other)
+    form = await client.get("/console/password")
+    token = csrf_from(await form.text())
+    changed = await client.post(
+        "/console/password",
+        data={
+            "current_password": AGENT_PASSWORD,
+            "new_password": "Fresh-pass-2025",
+            "confirm_password": "Fresh-pass-2025",
+            "csrf_token": token,
+        },
+        allow_redirects=False,
+    )
+    assert changed.headers["Location"] == "/console"
+    assert (await client.get("/console", allow_redirects=False)).status == 200
+    assert (await other.get("/console", allow_redirects=False)).status == 302
+
+
+async def test_malformed_form_body_is_a_400(client: TestClient) -> None:
+    response = await client.post(
+        "/console/login",
+        data=b"\xff=\xff",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert response.status == 400
+
+
+async def test_unknown_page_gets_the_styled_404(client: TestClient) -> None:
+    response = await client.get("/no/such/page")
+    assert response.status == 404
+    assert "页面不存在" in await response.text()

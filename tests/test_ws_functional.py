@@ -351,3 +351,108 @@ async def test_visitor_rate_limit_says_when_to_retry(make_client: Any) -> None:
             if frame["type"] == "error":
                 assert frame["retry_after_ms"] > 0
         assert codes[0] == "ack" and "rate_limited" in codes
+
+
+async def test_deep_nesting_and_nan_are_bad_json(client: TestClient) -> None:
+    async with client.ws_connect("/ws/visitor") as ws:
+        await hello(ws)
+        await ws.send_str("[" * 20000 + "]" * 20000)
+        assert (await recv(ws, "error"))["code"] == "bad_json"
+        await ws.send_str('{"type": "rate", "score": NaN}')
+        assert (await recv(ws, "error"))["code"] == "bad_json"
+        await ws.send_json({"type": "ping"})
+        assert (await recv(ws))["type"] == "pong"
+
+
+async def test_message_to_a_closed_conversation_reopens_it(client: TestClient) -> None:
+    desk = desk_of(client)
+    async with client.ws_connect("/ws/visitor") as ws:
+        conversation_id = (await hello(ws))["conversation_id"]
+        await desk.close(conversation_id, None)
+        while (await recv(ws, "status"))["state"] != "closed":
+            pass
+        await ws.send_json(
+            {"type": "message", "client_id": "back", "text": "运费怎么算"}
+        )
+        status = await recv(ws, "status")
+        assert status["state"] == "robot"
+
+
+async def test_only_the_owner_or_an_admin_closes_and_closing_twice_is_quiet(
+    client: TestClient,
+) -> None:
+    await add_agent(client, "amy")
+    await add_agent(client, "bob")
+    await add_agent(client, "root", "admin")
+    desk = desk_of(client)
+    store = desk.store
+    async with client.ws_connect("/ws/visitor") as visitor:
+        conversation_id = (await hello(visitor))["conversation_id"]
+    await desk.claim(conversation_id, store.get_account("bob"))
+
+    await sign_in(client, "amy")
+    async with client.ws_connect(
+        "/ws/agent", headers={"Origin": origin(client)}
+    ) as amy:
+        await recv(amy, "welcome")
+        await amy.send_json({"type": "close", "conversation_id": conversation_id})
+        assert (await recv(amy, "error"))["code"] == "conflict"
+    assert store.get_conversation(conversation_id).state == "assigned"
+
+    await desk.close(conversation_id, store.get_account("root"))
+    count = store.get_conversation(conversation_id).last_seq
+    await desk.close(conversation_id, store.get_account("root"))
+    assert store.get_conversation(conversation_id).last_seq == count
+
+
+async def test_agent_client_ids_are_per_conversation(client: TestClient) -> None:
+    await add_agent(client, "amy")
+    desk = desk_of(client)
+    amy = desk.store.get_account("amy")
+    conversations = []
+    for _ in range(2):
+        async with client.ws_connect("/ws/visitor") as visitor:
+            conversations.append((await hello(visitor))["conversation_id"])
+    first = await desk.agent_message(conversations[0], amy, "same-id", "一")
+    second = await desk.agent_message(conversations[1], amy, "same-id", "二")
+    assert not second.duplicate
+    assert second.message.conversation_id == conversations[1]
+    assert desk.store.list_messages(conversations[1])[-1].text == "二"
+    assert first.message.text == "一"
+
+
+async def test_repeated_handoff_and_rating_write_nothing_more(
+    client: TestClient,
+) -> None:
+    desk = desk_of(client)
+    async with client.ws_connect("/ws/visitor") as ws:
+        await hello(ws)
+        await ws.send_json({"type": "handoff"})
+        while (await recv(ws, "status"))["state"] != "queued":
+            pass
+        await ws.send_json({"type": "rate", "score": 4})
+        await ws.send_json({"type": "ping"})
+        await recv(ws, "pong")
+        commits = desk.store.env.commits
+        for _ in range(3):
+            await ws.send_json({"type": "handoff"})
+            await ws.send_json({"type": "rate", "score": 4})
+        await ws.send_json({"type": "ping"})
+        await recv(ws, "pong")
+        assert desk.store.env.commits == commits
+
+
+async def test_password_change_closes_the_agents_open_console(
+    client: TestClient,
+) -> None:
+    await add_agent(client, "amy")
+    desk = desk_of(client)
+    await sign_in(client, "amy")
+    async with client.ws_connect("/ws/agent", headers={"Origin": origin(client)}) as ws:
+        await recv(ws, "welcome")
+        await desk.store.delete_sessions_of("amy")
+        await ws.send_json({"type": "ping"})
+        msg = await asyncio.wait_for(ws.receive(), TIMEOUT)
+        while msg.type == WSMsgType.TEXT:
+            msg = await asyncio.wait_for(ws.receive(), TIMEOUT)
+        assert ws.close_code == 4401

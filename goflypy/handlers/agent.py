@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import weakref
 from typing import Any
 
 import aiohttp_jinja2
 from aiohttp import web
+from multidict import MultiDictProxy
 
 from ..auth import check_new_password, hash_password, verify_password
 from ..errors import BadRequest
@@ -26,15 +29,20 @@ HOUR_MS = 3_600_000
 
 
 def _safe_next(target: str | None) -> str:
-    """Only same-site paths; never an absolute or scheme-relative URL."""
+    """Only a plain path on this site; never an absolute or scheme-relative URL."""
     if (
         not target
         or not target.startswith("/")
         or target.startswith("//")
-        or "\\" in target
+        or any(_is_unsafe_url_char(ch) for ch in target)
     ):
         return "/console"
     return target
+
+
+def _is_unsafe_url_char(ch: str) -> bool:
+    # Browsers drop tabs and newlines from URLs: "/\t/evil" becomes "//evil".
+    return ch == "\\" or ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F
 
 
 def _login_page(
@@ -55,22 +63,23 @@ async def login_form(request: web.Request) -> web.Response:
 
 async def login_submit(request: web.Request) -> web.Response:
     """POST /console/login: check the password, start a session."""
-    form = await request.post()
+    form = await _form(request)
     check_csrf(request, _text(form.get("csrf_token")))
-    if request.app[APP_LIMITS].login.check(client_ip(request)):
+    limiter = request.app[APP_LIMITS].login
+    ip = client_ip(request)
+    if limiter.peek(ip):
         return _login_page(request, "尝试次数过多，请稍后再试", status=429)
 
     username = _text(form.get("username")).strip()
     password = _text(form.get("password"))
     store = request.app[APP_DESK].store
     account = store.get_account(username) if username else None
-    if not verify_password(account, password):
-        log.warning("failed sign-in from %s", client_ip(request))
+    if not await _verify(account, password):
+        limiter.check(ip)  # only failures count against the address
+        log.warning("failed sign-in from %s", ip)
         return _login_page(request, "用户名或密码错误", status=401)
     assert account is not None
 
-    ttl = settings(request).session_hours * HOUR_MS
-    token = await store.create_session(account.username, ttl)
     log.info("agent %s signed in", account.username)
     target = (
         "/console/password"
@@ -78,6 +87,15 @@ async def login_submit(request: web.Request) -> web.Response:
         else _safe_next(_text(form.get("next")))
     )
     response = web.HTTPFound(target)
+    await _start_session(request, account, response)
+    raise response
+
+
+async def _start_session(
+    request: web.Request, account: Account, response: web.StreamResponse
+) -> None:
+    ttl = settings(request).session_hours * HOUR_MS
+    token = await request.app[APP_DESK].store.create_session(account.username, ttl)
     response.set_cookie(
         SESSION_COOKIE,
         token,
@@ -87,12 +105,11 @@ async def login_submit(request: web.Request) -> web.Response:
         secure=settings(request).secure_cookies,
         path="/",
     )
-    raise response
 
 
 async def logout(request: web.Request) -> web.Response:
     """POST /console/logout."""
-    form = await request.post()
+    form = await _form(request)
     check_csrf(request, _text(form.get("csrf_token")))
     token = request.cookies.get(SESSION_COOKIE)
     if token:
@@ -131,26 +148,33 @@ async def password_form(request: web.Request) -> web.Response:
 async def password_submit(request: web.Request) -> web.Response:
     """POST /console/password: a new password, required at first sign-in."""
     account = _require_account(request)
-    form = await request.post()
+    form = await _form(request)
     check_csrf(request, _text(form.get("csrf_token")))
     new = _text(form.get("new_password"))
-    if not verify_password(account, _text(form.get("current_password"))):
+    if not await _verify(account, _text(form.get("current_password"))):
         return _password_page(request, account, "当前密码不正确", status=400)
     if new != _text(form.get("confirm_password")):
         return _password_page(request, account, "两次输入的新密码不一致", status=400)
-    if verify_password(account, new):
+    if await _verify(account, new):
         return _password_page(request, account, "新密码不能与当前密码相同", status=400)
     try:
         check_new_password(new, account.username)
     except BadRequest as exc:
         return _password_page(request, account, exc.message, status=400)
 
-    account.password_hash = hash_password(new)
+    # Store the new hash, end every session of the account (other browsers
+    # and open consoles included), then start a fresh one for this browser.
+    async with _hash_slots():
+        account.password_hash = await asyncio.to_thread(hash_password, new)
     account.must_change_password = False
-    store = request.app[APP_DESK].store
-    await store.put_account(account, create=False)
+    desk = request.app[APP_DESK]
+    await desk.store.put_account(account, create=False)
+    await desk.store.delete_sessions_of(account.username)
+    await desk.sign_out_agent(account.username)
     log.info("agent %s changed password", account.username)
-    raise web.HTTPFound("/console")
+    response = web.HTTPFound("/console")
+    await _start_session(request, account, response)
+    raise response
 
 
 async def console(request: web.Request) -> web.Response:
@@ -171,3 +195,30 @@ async def console(request: web.Request) -> web.Response:
 
 def _text(value: object) -> str:
     return value if isinstance(value, str) else ""
+
+
+async def _form(request: web.Request) -> MultiDictProxy[Any]:
+    """The posted form; a body that is not one is a 400, not a 500."""
+    try:
+        return await request.post()
+    except (ValueError, AssertionError, LookupError):
+        raise BadRequest("请求格式不正确") from None
+
+
+# Argon2 takes ~64 MiB and a few hundred ms per check: run it off the event
+# loop, at most two at a time, so sign-in floods cannot stall chat.
+_SLOTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _hash_slots() -> asyncio.Semaphore:
+    loop = asyncio.get_running_loop()
+    if loop not in _SLOTS:
+        _SLOTS[loop] = asyncio.Semaphore(2)
+    return _SLOTS[loop]
+
+
+async def _verify(account: Account | None, password: str) -> bool:
+    async with _hash_slots():
+        return await asyncio.to_thread(verify_password, account, password)

@@ -30,17 +30,22 @@ class Limits:
     typing: RateLimiter
     new_visitor: RateLimiter
     login: RateLimiter
+    connect: RateLimiter
 
     @classmethod
     def from_config(cls, config: Config) -> Limits:
         per_min = config.visitor_rate_per_min
+        ip_per_min = config.ip_rate_per_min
+        new_visitors = config.new_visitors_per_ip_per_min
+        connects = config.connects_per_ip_per_min
         return cls(
             visitor=RateLimiter(per_min, 60, burst=max(5, per_min // 3)),
-            ip=RateLimiter(per_min * 10, 60, burst=max(20, per_min)),
+            ip=RateLimiter(ip_per_min, 60, burst=max(20, ip_per_min // 3)),
             agent=RateLimiter(config.agent_rate_per_min, 60, burst=20),
             typing=RateLimiter(1, 1, burst=2),
-            new_visitor=RateLimiter(60, 60, burst=30),
+            new_visitor=RateLimiter(new_visitors, 60, burst=max(5, new_visitors // 2)),
             login=RateLimiter(10, 60, burst=5),
+            connect=RateLimiter(connects, 60, burst=max(1, connects // 2)),
         )
 
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import random
+import re
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -12,21 +15,31 @@ from aiohttp import WSMsgType, web
 
 from ..desk import message_frame
 from ..errors import GoflyError, NotFound, RateLimited, StorageFull
-from ..hub import encode
+from ..hub import Hub, encode
+from ..limits import TokenBucket
 from ..log import ws as log
+from ..metrics import APP_METRICS, Metrics
 from ..models import Account, Conversation, Visitor
 from .common import (
     APP_DESK,
     APP_LIMITS,
+    SESSION_COOKIE,
     client_ip,
     current_account,
     is_allowed_origin,
     settings,
 )
+from .sockets import CLOSE_GRACE_S, PingPolicy, SocketPeer, VisitorPeer
 
 CHANNELS = ("web", "app", "miniapp", "h5")
 MAX_CLIENT_ID = 64
 MAX_PAGE = 1000
+# Conversations one agent socket may have frames in progress for.
+MAX_CONVERSATIONS_IN_FLIGHT = 64
+# A full server tells clients to come back after a spread-out pause.
+BUSY_RETRY_MS = (5_000, 15_000)
+# JSON escapes that may decode to half of a surrogate pair.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 class FrameError(Exception):
@@ -39,94 +52,43 @@ class FrameError(Exception):
         self.extra = extra
 
 
-class SocketPeer:
-    """One socket: a bounded send queue drained by its own writer task."""
-
-    def __init__(self, ws: web.WebSocketResponse, limit: int, label: str) -> None:
-        self.ws = ws
-        self.label = label
-        self.closing = False
-        self._queue: asyncio.Queue[str] = asyncio.Queue(maxsize=limit)
-        self._writer = asyncio.get_running_loop().create_task(self._drain())
-
-    def send(self, text: str, seq: int | None = None) -> bool:
-        if self.closing:
-            return False
-        try:
-            self._queue.put_nowait(text)
-        except asyncio.QueueFull:
-            log.warning("%s is not reading; closing it", self.label)
-            self.closing = True
-            asyncio.get_running_loop().create_task(
-                self.ws.close(code=1013, message=b"send queue full")
-            )
-            return False
-        return True
-
-    def send_frame(self, frame: dict[str, Any]) -> bool:
-        return self.send(encode(frame))
-
-    async def _drain(self) -> None:
-        try:
-            while True:
-                text = await self._queue.get()
-                await self.ws.send_str(text)
-        except (ConnectionError, RuntimeError):
-            self.closing = True  # the socket went away; the reader sees it too
-
-    async def stop(self) -> None:
-        self.closing = True
-        self._writer.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._writer
-
-
-class VisitorPeer(SocketPeer):
-    """A visitor device; delivers its conversation's messages once, in order."""
-
-    def __init__(
-        self,
-        ws: web.WebSocketResponse,
-        limit: int,
-        fill: Callable[[int, int], list[tuple[int, str]]],
-    ) -> None:
-        super().__init__(ws, limit, "visitor socket")
-        self.last_seq = 0
-        self._fill = fill
-
-    def send(self, text: str, seq: int | None = None) -> bool:
-        if seq is None:
-            return super().send(text)
-        if seq <= self.last_seq:
-            return True  # already delivered by replay or an earlier catch-up
-        # A later message may overtake an earlier one: send the gap first.
-        return self.catch_up(seq - 1) and self._send_seq(text, seq)
-
-    def catch_up(self, upto: int) -> bool:
-        """Send every stored message after last_seq up to ``upto``."""
-        for seq, missing in self._fill(self.last_seq, upto):
-            if not self._send_seq(missing, seq):
-                return False
-        return True
-
-    def _send_seq(self, text: str, seq: int) -> bool:
-        self.last_seq = seq
-        return super().send(text)
-
-
 # Frame parsing
+
+
+def _refuse_constant(name: str) -> Any:
+    """NaN and Infinity are not JSON, whatever Python's parser allows."""
+    raise ValueError(name)
 
 
 def parse_frame(raw: str) -> dict[str, Any]:
     try:
-        frame = json.loads(raw)
-    except ValueError:
+        frame = json.loads(raw, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError):
         raise FrameError("bad_json", "frame is not valid JSON") from None
     if not isinstance(frame, dict):
         raise FrameError("bad_frame", "frame is not a JSON object")
     if not isinstance(frame.get("type"), str):
         raise FrameError("bad_frame", "frame has no string 'type'")
+    if _SURROGATE_ESCAPE.search(raw) and _has_lone_surrogate(frame):
+        raise FrameError("bad_text", "frame holds lone surrogates")
     return frame
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    """Whether any string in a decoded frame cannot be encoded as UTF-8."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+        return False
+    if isinstance(value, dict):
+        return any(
+            _has_lone_surrogate(k) or _has_lone_surrogate(v) for k, v in value.items()
+        )
+    if isinstance(value, list):
+        return any(_has_lone_surrogate(item) for item in value)
+    return False
 
 
 def field(frame: dict[str, Any], name: str, kind: type, required: bool = True) -> Any:
@@ -141,7 +103,7 @@ def field(frame: dict[str, Any], name: str, kind: type, required: bool = True) -
 
 
 def message_text(frame: dict[str, Any], max_chars: int) -> str:
-    text = field(frame, "text", str)
+    text: str = field(frame, "text", str)
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
@@ -154,7 +116,7 @@ def message_text(frame: dict[str, Any], max_chars: int) -> str:
 
 
 def client_id_of(frame: dict[str, Any]) -> str:
-    client_id = field(frame, "client_id", str)
+    client_id: str = field(frame, "client_id", str)
     if not 1 <= len(client_id) <= MAX_CLIENT_ID:
         raise FrameError(
             "bad_frame", f"'client_id' must be 1 to {MAX_CLIENT_ID} characters"
@@ -175,9 +137,38 @@ async def _serve_frames(
     ws: web.WebSocketResponse,
     peer: SocketPeer,
     on_frame: Callable[[dict[str, Any]], Awaitable[None]],
-) -> None:
-    """Read frames until the socket closes; errors become error frames."""
+    metrics: Metrics,
+    frames_per_s: int,
+) -> int | None:
+    """Read frames until the socket closes; errors become error frames.
+
+    Returns the close code of a protocol error (1007, 1009), else None.
+    """
+    bucket = TokenBucket(frames_per_s, 1.0, burst=3 * frames_per_s)
+    received = metrics.frames_in.labels(peer.kind)
     async for msg in ws:
+        peer.last_rx = time.monotonic()
+        if msg.type == WSMsgType.PONG:
+            peer.on_pong(msg.data)
+            continue
+        if msg.type == WSMsgType.PING:
+            await ws.pong(msg.data)
+            continue
+        if msg.type == WSMsgType.ERROR:
+            # aiohttp has closed with the error's code (1007, 1009) already.
+            log.warning("socket closed: %s", msg.data)
+            return getattr(msg.data, "code", None)
+        if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+            break
+        received.inc()
+
+        retry = bucket.take()
+        if retry:
+            metrics.refused.labels("frame_rate").inc()
+            peer.send_frame(
+                error_frame(RateLimited("too many frames", retry_after_ms=retry))
+            )
+            continue
         if msg.type == WSMsgType.BINARY:
             peer.send_frame(
                 {
@@ -187,36 +178,89 @@ async def _serve_frames(
                 }
             )
             continue
-        if msg.type != WSMsgType.TEXT:
-            break
-        try:
-            await on_frame(parse_frame(msg.data))
-        except FrameError as exc:
-            peer.send_frame(error_frame(exc))
-        except GoflyError as exc:
-            peer.send_frame(error_frame(exc))
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("frame handling failed")
-            peer.send_frame(
-                {"type": "error", "code": "server_error", "message": "internal error"}
-            )
+
+        await answer_errors(peer, metrics, _parse_then(msg.data, on_frame))
+    return None
 
 
-def _prepare_socket(request: web.Request) -> web.WebSocketResponse:
+async def _parse_then(
+    raw: str, on_frame: Callable[[dict[str, Any]], Awaitable[None]]
+) -> None:
+    await on_frame(parse_frame(raw))
+
+
+async def answer_errors(
+    peer: SocketPeer, metrics: Metrics, work: Awaitable[None]
+) -> None:
+    """Run a frame's work; what it raises becomes an error frame."""
+    try:
+        await work
+    except (FrameError, GoflyError) as exc:
+        if isinstance(exc, RateLimited):
+            metrics.refused.labels("message_rate").inc()
+        peer.send_frame(error_frame(exc))
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("frame handling failed")
+        peer.send_frame(
+            {"type": "error", "code": "server_error", "message": "internal error"}
+        )
+
+
+async def _open_socket(
+    request: web.Request, kind: str
+) -> tuple[web.WebSocketResponse, bool]:
+    """Upgrade; False when a limit refuses it (the client has been told)."""
     config = settings(request)
     hub = request.app[APP_DESK].hub
-    if (
-        sum(hub.counts()[k] for k in ("visitor_sockets", "agent_sockets"))
-        >= config.max_connections
-    ):
-        raise web.HTTPServiceUnavailable(text="too many connections")
-    return web.WebSocketResponse(
-        heartbeat=config.heartbeat_s,
+    metrics = request.app[APP_METRICS]
+    refusal: GoflyError | None = None
+    if hub.open_sockets() >= config.max_connections:
+        metrics.refused.labels("connections").inc()
+        refusal = RateLimited(
+            "server is full", retry_after_ms=random.randint(*BUSY_RETRY_MS)
+        )
+        refusal.code = "busy"
+    else:
+        retry = request.app[APP_LIMITS].connect.check(client_ip(request))
+        if retry:
+            metrics.refused.labels("connect_rate").inc()
+            refusal = RateLimited("too many new connections", retry_after_ms=retry)
+
+    # Refuse over the socket: a browser never sees an upgrade's HTTP status.
+    ws = web.WebSocketResponse(
+        autoping=False,
         max_msg_size=config.max_frame_bytes,
         compress=False,
+        timeout=CLOSE_GRACE_S,
     )
+    await ws.prepare(request)
+    if refusal is None:
+        return ws, True
+    try:
+        async with asyncio.timeout(CLOSE_GRACE_S):
+            await ws.send_str(encode(error_frame(refusal)))
+            await ws.close(code=1013, message=refusal.message.encode())
+    except (TimeoutError, ConnectionError, RuntimeError):
+        if request.transport is not None:
+            request.transport.abort()
+    return ws, False
+
+
+def _peer_args(
+    request: web.Request, ws: web.WebSocketResponse, kind: str, label: str, limit: int
+) -> dict[str, Any]:
+    config = settings(request)
+    return {
+        "ws": ws,
+        "transport": request.transport,
+        "kind": kind,
+        "label": label,
+        "limit": limit,
+        "policy": PingPolicy(config.ping_interval_s, config.ping_timeout_s),
+        "metrics": request.app[APP_METRICS],
+    }
 
 
 # Visitor socket
@@ -227,14 +271,34 @@ async def visitor_ws(request: web.Request) -> web.WebSocketResponse:
     if not is_allowed_origin(request, allow_missing=True):
         log.warning("visitor socket refused: origin not allowed")
         raise web.HTTPForbidden(text="origin not allowed")
-    ws = _prepare_socket(request)
-    await ws.prepare(request)
+    ws, accepted = await _open_socket(request, "visitor")
+    if not accepted:
+        return ws
     session = VisitorSession(request, ws)
+    hub = session.desk.hub
+    hub.socket_opened("visitor", session.peer)
+    session.peer.start_pings()
+    error_code = None
     try:
-        await _serve_frames(ws, session.peer, session.handle)
+        error_code = await _serve_frames(
+            ws,
+            session.peer,
+            session.handle,
+            request.app[APP_METRICS],
+            session.config.frames_per_s,
+        )
     finally:
+        hub.socket_closed("visitor", session.peer)
         await session.end()
+        _count_close(request, ws, error_code)
     return ws
+
+
+def _count_close(
+    request: web.Request, ws: web.WebSocketResponse, error_code: int | None
+) -> None:
+    code = error_code or ws.close_code or 1006
+    request.app[APP_METRICS].closed.labels(str(int(code))).inc()
 
 
 class VisitorSession:
@@ -246,8 +310,14 @@ class VisitorSession:
         self.config = settings(request)
         self.limits = request.app[APP_LIMITS]
         self.ip = client_ip(request)
+        self.metrics = request.app[APP_METRICS]
         self.visitor: Visitor | None = None
-        self.peer = VisitorPeer(ws, self.config.send_queue_frames, self._fill)
+        self.peer = VisitorPeer(
+            **_peer_args(
+                request, ws, "visitor", "visitor socket", self.config.send_queue_frames
+            ),
+            fill=self._fill,
+        )
 
     def _fill(self, after: int, upto: int) -> list[tuple[int, str]]:
         """Encoded stored messages with after < seq <= upto."""
@@ -317,7 +387,11 @@ class VisitorSession:
                 raise RateLimited("too many new visitors", retry_after_ms=retry)
             visitor, token = await store.create_visitor(channel, page, user_agent)
         else:
-            visitor = await store.touch_visitor(visitor.id, channel, page, user_agent)
+            await store.ensure_hot(visitor.conversation_id)
+            with contextlib.suppress(StorageFull):  # reads work on a full disk
+                visitor = await store.touch_visitor(
+                    visitor.id, channel, page, user_agent
+                )
         self.visitor = visitor
         if self.desk.hub.join_visitor(visitor.id, self.peer):
             conversation = self._conversation()
@@ -351,10 +425,13 @@ class VisitorSession:
             retry = limiter.check(key)
             if retry:
                 raise RateLimited("too many messages", retry_after_ms=retry)
+        started = time.perf_counter()
         try:
             appended = await self.desk.visitor_message(self.visitor, client_id, text)
         except StorageFull as exc:
             raise FrameError("storage_full", exc.message, client_id=client_id) from None
+        self.metrics.store_wait.labels("visitor").observe(time.perf_counter() - started)
+        self.metrics.messages_in.labels("visitor").inc()
         message = appended.message
         self.peer.send_frame(
             {
@@ -388,17 +465,37 @@ async def agent_ws(request: web.Request) -> web.WebSocketResponse:
     if not is_allowed_origin(request, allow_missing=False, own_only=True):
         log.warning("agent socket refused: origin not allowed")
         raise web.HTTPForbidden(text="origin not allowed")
-    ws = _prepare_socket(request)
-    await ws.prepare(request)
+    ws, accepted = await _open_socket(request, "agent")
+    if not accepted:
+        return ws
     session = AgentSession(request, ws, account)
+    hub = session.desk.hub
+    hub.socket_opened("agent", session.peer)
+    session.peer.start_pings()
     log.info("agent %s connected", account.username)
+    error_code = None
     try:
-        await _serve_frames(ws, session.peer, session.handle)
+        error_code = await _serve_frames(
+            ws,
+            session.peer,
+            session.dispatch,
+            request.app[APP_METRICS],
+            session.config.frames_per_s,
+        )
     finally:
+        await session.finish()
+        hub.socket_closed("agent", session.peer)
         await session.peer.stop()
-        session.desk.hub.leave_agent(account.username, session.peer)
+        if hub.leave_agent(account.username, session.peer):
+            _announce_agents(hub)
+        _count_close(request, ws, error_code)
         log.info("agent %s disconnected", account.username)
     return ws
+
+
+def _announce_agents(hub: Hub) -> None:
+    """Agent presence changed: every console learns who is online."""
+    hub.to_agents({"type": "agents", "online": hub.online_agents()})
 
 
 class AgentSession:
@@ -411,10 +508,15 @@ class AgentSession:
         self.config = settings(request)
         self.limits = request.app[APP_LIMITS]
         self.account = account
+        self.session_token = request.cookies.get(SESSION_COOKIE, "")
+        self.metrics = request.app[APP_METRICS]
+        self._chains: dict[str, asyncio.Task[None]] = {}
+        limit = max(self.config.send_queue_frames, 1024)
         self.peer = SocketPeer(
-            ws, max(self.config.send_queue_frames, 1024), f"agent {account.username}"
+            **_peer_args(request, ws, "agent", f"agent {account.username}", limit)
         )
-        self.desk.hub.join_agent(account.username, self.peer)
+        hub = self.desk.hub
+        came_online = hub.join_agent(account.username, self.peer)
         self.peer.send_frame(
             {
                 "type": "welcome",
@@ -423,12 +525,50 @@ class AgentSession:
                     "display_name": account.display_name,
                     "role": account.role,
                 },
+                "agents_online": hub.online_agents(),
                 "conversations": [
                     self.desk.summary(c)
                     for c in self.desk.store.list_open_conversations()
                 ],
             }
         )
+        if came_online:
+            _announce_agents(hub)
+
+    async def dispatch(self, frame: dict[str, Any]) -> None:
+        """Run a frame; frames about one conversation run in order.
+
+        Different conversations overlap, so an agent's replies to many
+        shoppers do not each wait for the previous one's durable commit.
+        """
+        conversation_id = frame.get("conversation_id")
+        if frame["type"] == "ping" or not isinstance(conversation_id, str):
+            await self.handle(frame)
+            return
+        previous = self._chains.get(conversation_id)
+        task = asyncio.get_running_loop().create_task(self._after(previous, frame))
+        self._chains[conversation_id] = task
+        task.add_done_callback(lambda done: self._unchain(conversation_id, done))
+        if len(self._chains) > MAX_CONVERSATIONS_IN_FLIGHT:
+            await asyncio.wait(
+                set(self._chains.values()), return_when=asyncio.FIRST_COMPLETED
+            )
+
+    async def _after(
+        self, previous: asyncio.Task[None] | None, frame: dict[str, Any]
+    ) -> None:
+        if previous is not None:
+            await asyncio.wait({previous})
+        await answer_errors(self.peer, self.metrics, self.handle(frame))
+
+    def _unchain(self, conversation_id: str, done: asyncio.Task[None]) -> None:
+        if self._chains.get(conversation_id) is done:
+            del self._chains[conversation_id]
+
+    async def finish(self) -> None:
+        """The socket closed: let frames already read complete."""
+        if self._chains:
+            await asyncio.wait(set(self._chains.values()))
 
     def _conversation(self, frame: dict[str, Any]) -> Conversation:
         conversation_id = field(frame, "conversation_id", str)
@@ -440,12 +580,19 @@ class AgentSession:
     async def handle(self, frame: dict[str, Any]) -> None:
         kind = frame["type"]
         desk = self.desk
+        # A password change or reset elsewhere (the command line included)
+        # ends the session: this socket acts for nobody after that.
+        if desk.store.get_session(self.session_token) is None:
+            self.peer.drop(4401, "signed out")
+            return
         if kind == "ping":
             self.peer.send_frame({"type": "pong"})
             return
         if kind not in ("open", "claim", "message", "typing", "read", "close"):
             raise FrameError("unknown_type", f"unknown frame type {kind[:32]!r}")
 
+        if kind == "open":
+            await desk.store.ensure_hot(field(frame, "conversation_id", str))
         conversation = self._conversation(frame)
         if kind == "open":
             self._send_history(conversation)
@@ -482,12 +629,15 @@ class AgentSession:
         retry = self.limits.agent.check(self.account.username)
         if retry:
             raise RateLimited("too many messages", retry_after_ms=retry)
+        started = time.perf_counter()
         try:
             appended = await self.desk.agent_message(
                 conversation.id, self.account, client_id, text
             )
         except StorageFull as exc:
             raise FrameError("storage_full", exc.message, client_id=client_id) from None
+        self.metrics.store_wait.labels("agent").observe(time.perf_counter() - started)
+        self.metrics.messages_in.labels("agent").inc()
         message = appended.message
         self.peer.send_frame(
             {

@@ -14,9 +14,12 @@ Public names:
     ``decide(text) -> Decision`` blocks on CPU work (run it in a worker
     thread) and never raises for any input string. ``thresholds`` may be
     replaced at run time.
-``Thresholds(answer, suggest)``
-    Cosine scores in 0..1: at or above ``answer`` the robot answers, at or
-    above ``suggest`` it suggests the top candidates, below it hands off.
+``Thresholds(answer, suggest, margin)``
+    Scores in 0..1 (cosine blended with word coverage, see ``rerank``): at or
+    above ``answer`` the robot answers when the runner-up trails by more than
+    ``margin``, at or above ``suggest`` it suggests the top candidates, below
+    it hands off. A question about an unknown sibling of one of the FAQ's own
+    terms is handed off whatever its score.
 ``Decision``
     ``action`` is one of "answer", "suggest", "handoff", "greeting", "human";
     ``reply`` is the text for the visitor; ``faq_id`` is set for "answer";

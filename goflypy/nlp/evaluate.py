@@ -17,7 +17,7 @@ DEFINITION = (
 )
 
 
-def _is_correct(decision: Decision, gold: str | None) -> bool:
+def is_correct(decision: Decision, gold: str | None) -> bool:
     """Apply the correct_action rule to one decision."""
     if gold is None:
         return decision.action in ("handoff", "human")
@@ -50,7 +50,7 @@ def evaluate(
         kind = str(query.get("type") or ("in_kb" if gold else "handoff"))
         decision = robot.decide(str(query["query"]))
         ranked = [candidate.faq_id for candidate in decision.candidates]
-        ok = _is_correct(decision, gold)
+        ok = is_correct(decision, gold)
 
         counts[kind] += 1
         actions[decision.action] += 1

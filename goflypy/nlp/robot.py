@@ -17,6 +17,7 @@ from .embed import Embedder, HashingEmbedder
 from .index import FaqIndex
 from .intents import GREETING, HUMAN, detect_intent
 from .normalize import has_content, normalize_text
+from .rerank import KbStats, rescore
 from .segment import Lexicon
 
 log = logging.getLogger("goflypy.nlp")
@@ -28,8 +29,10 @@ EMPTY_REPLY = "请问有什么可以帮您？请简单描述一下您的问题�
 SUGGEST_REPLY = "您是不是想问："
 
 TOP_CANDIDATES = 3
+# How many nearest entries the second stage re-scores.
+RERANK_POOL = 30
 # Bump when features or weights change, so saved indexes are rebuilt.
-_EMBEDDER_VERSION = "hash-v2"
+_EMBEDDER_VERSION = "hash-v3"
 
 
 # A score this high is the question itself, however close the runner-up.
@@ -45,9 +48,9 @@ class Thresholds:
     suggests instead of guessing, unless the best is a near-exact match.
     """
 
-    answer: float = 0.56
-    suggest: float = 0.45
-    margin: float = 0.03
+    answer: float = 0.46
+    suggest: float = 0.40
+    margin: float = 0.01
 
 
 @dataclass(slots=True)
@@ -82,12 +85,24 @@ class _State:
     embedder: Embedder
     index: FaqIndex
     entries: dict[str, FaqEntry]
+    stats: KbStats = field(default_factory=KbStats)
+    words: dict[str, list[list[str]]] = field(default_factory=dict)
 
 
 def _texts(entry: FaqEntry) -> list[str]:
     """Return the question and its distinct alternatives."""
     texts = [entry.question, *entry.alternatives]
     return [text for text in dict.fromkeys(texts) if text.strip()]
+
+
+def _by_id(entries: list[FaqEntry]) -> dict[str, FaqEntry]:
+    """Return ``entries`` keyed by id."""
+    return {entry.faq_id: entry for entry in entries}
+
+
+def _clamp(score: float) -> float:
+    """Return ``score`` rounded and kept within 0..1."""
+    return min(1.0, max(0.0, round(score, 4)))
 
 
 def fingerprint(entries: list[FaqEntry]) -> str:
@@ -143,6 +158,7 @@ class Robot:
             # NOTE: corpus statistics only grow between full rebuilds.
             state.embedder.add(texts)
             state.entries[entry.faq_id] = entry
+            self._count(state, entry)
             state.index.add(entry.faq_id, state.embedder.embed(texts))
         log.debug("FAQ entry %s indexed (%d texts)", entry.faq_id, len(texts))
 
@@ -152,6 +168,7 @@ class Robot:
             state = self._state
             state.index.remove(faq_id)
             state.entries.pop(faq_id, None)
+            state.words.pop(faq_id, None)
         log.debug("FAQ entry %s removed", faq_id)
 
     def decide(self, text: str) -> Decision:
@@ -165,12 +182,18 @@ class Robot:
             return Decision("handoff", HANDOFF_REPLY)
 
         candidates = self.search(text, TOP_CANDIDATES)
-        decision = self._choose(candidates, self.thresholds)
+        sibling = self._state.stats.sibling_term(self.lexicon.surface_tokens(text))
+        if sibling is not None:
+            decision = Decision("handoff", HANDOFF_REPLY, None, 0.0, candidates)
+        else:
+            decision = self._choose(candidates, self.thresholds)
         log.debug(
-            "robot %s score=%.3f faq=%s",
+            "robot %s score=%.3f faq=%s sibling=%s top=%s",
             decision.action,
             decision.score,
             decision.faq_id,
+            sibling,
+            [(c.faq_id, c.score) for c in decision.candidates],
         )
         return decision
 
@@ -181,15 +204,31 @@ class Robot:
         if not np.any(vector):
             return []
 
-        candidates = []
-        for faq_id, score in state.index.search(vector, limit):
+        query = self.lexicon.content_words(self.lexicon.surface_tokens(text))
+        scored: list[tuple[float, FaqEntry]] = []
+        for faq_id, cosine in state.index.search(vector, max(limit, RERANK_POOL)):
             entry = state.entries.get(faq_id)
-            if entry is not None:
-                score = min(1.0, max(0.0, round(score, 4)))
-                candidates.append(
-                    Candidate(entry.faq_id, entry.question, entry.answer, score)
-                )
-        return candidates
+            texts = state.words.get(faq_id)
+            if entry is None or not texts:
+                continue
+            pairs = [(words, cosine) for words in texts]
+            scored.append((max(rescore(state.stats, query, pairs)), entry))
+
+        scored.sort(key=lambda item: -item[0])
+        return [
+            Candidate(entry.faq_id, entry.question, entry.answer, _clamp(score))
+            for score, entry in scored[:limit]
+        ]
+
+    def _count(self, state: _State, entry: FaqEntry) -> None:
+        """Record the content words of ``entry`` and count them into the stats."""
+        texts = []
+        for text in _texts(entry):
+            raw = self.lexicon.surface_tokens(text)
+            words = self.lexicon.content_words(raw)
+            state.stats.add(raw, words)
+            texts.append(words)
+        state.words[entry.faq_id] = texts
 
     @staticmethod
     def _choose(candidates: list[Candidate], thresholds: Thresholds) -> Decision:
@@ -198,7 +237,7 @@ class Robot:
             return Decision("handoff", HANDOFF_REPLY)
         best = candidates[0]
         runner_up = candidates[1].score if len(candidates) > 1 else 0.0
-        is_clear = best.score >= _EXACT or best.score - runner_up >= thresholds.margin
+        is_clear = best.score >= _EXACT or best.score - runner_up > thresholds.margin
         if best.score >= thresholds.answer and is_clear:
             return Decision("answer", best.answer, best.faq_id, best.score, candidates)
         if best.score >= thresholds.suggest:
@@ -219,7 +258,13 @@ class Robot:
         index = FaqIndex(embedder.dim, capacity=total + 16)
         for entry in entries:
             index.add(entry.faq_id, embedder.embed(_texts(entry)))
-        return _State(embedder, index, {entry.faq_id: entry for entry in entries})
+        return self._with_stats(_State(embedder, index, _by_id(entries)))
+
+    def _with_stats(self, state: _State) -> _State:
+        """Fill the second-stage statistics of ``state`` from its entries."""
+        for entry in state.entries.values():
+            self._count(state, entry)
+        return state
 
     def _load_or_build(self, entries: list[FaqEntry]) -> tuple[_State, bool]:
         """Reuse the saved index when it matches ``entries``; else build and save."""
@@ -253,4 +298,4 @@ class Robot:
         except (OSError, ValueError, KeyError, RuntimeError) as error:
             log.warning("saved FAQ index unreadable (%s); rebuilding", error)
             return None
-        return _State(embedder, index, {entry.faq_id: entry for entry in entries})
+        return self._with_stats(_State(embedder, index, _by_id(entries)))

@@ -89,16 +89,25 @@ class Lexicon:
         """Return the canonical form of ``word`` (itself when it has none)."""
         return self._synonyms.get(word, word)
 
-    def tokens(self, text: str) -> list[str]:
-        """Normalise, segment and canonicalise ``text``; punctuation is dropped."""
+    def surface_tokens(self, text: str) -> list[str]:
+        """Normalise and segment ``text``; drop punctuation, keep words as typed."""
         if not self._ready:
             self.warm_up()
         words: list[str] = []
         for piece in self._tokenizer.cut(normalize_text(text), HMM=False):
             piece = piece.strip()
             if piece and any(is_meaningful_char(char) for char in piece):
-                words.append(self.canonical(piece))
+                words.append(piece)
         return words
+
+    def tokens(self, text: str) -> list[str]:
+        """Normalise, segment and canonicalise ``text``; punctuation is dropped."""
+        return [self.canonical(word) for word in self.surface_tokens(text)]
+
+    def content_words(self, tokens: list[str]) -> list[str]:
+        """Return the canonical forms of ``tokens`` that are not stop words."""
+        words = (self.canonical(word) for word in tokens)
+        return [word for word in words if not is_stopword(word)]
 
 
 def is_stopword(word: str) -> bool:

@@ -35,6 +35,30 @@ FAQ (faq.py)
     put_faq(entries, replace=), delete_faq(id)                       async
     import_faq_blocking(entries, replace=)                           blocking
 
+Archive (archive.py, upkeep.py; frames.py holds the file format)
+    ensure_hot(id) -> bool                                           async
+        Restores an archived conversation (file read in a worker thread,
+        one writer job); True if it is hot afterwards, False if unknown.
+        append_message and update_conversation call it by themselves when
+        the archiver took their conversation meanwhile.
+    archive_entry(id) -> ArchiveEntry | None, iter_archive()         inline
+    read_archived(id) -> (Conversation, [Message]) | None            blocking
+    restore_blocking(id) -> bool                                     blocking
+    find_idle(idle_before_ms, limit, is_busy) -> [key]               blocking
+    archive_blocking(keys) -> ArchiveResult                          blocking
+        Both archive steps; a conversation touched between them stays hot.
+    compact_blocking(dead_ratio, small_bytes) -> segments removed    blocking
+    expire_blocking(cutoff_ms) -> archived conversations deleted     blocking
+    reseal_blocking() -> records re-encrypted under the current key  blocking
+    CorruptData when a frame fails its checksum, exceeds the maximum
+    size, or fails authentication.
+
+Encryption (crypto.py)
+    Store(..., keyring=) seals conversation and message records and
+    archive frames with SM4-GCM. Opening with a wrong or missing key
+    raises WrongKey before anything is written. use_keyring(keyring)
+    switches to a rotated keyring at run time.
+
 Writes raise StorageFull when the disk is full (nothing is written, reads
 keep working) and StoreError after close(). "async" methods must be awaited
 on the event loop; "blocking" ones are for the command line and threads.
@@ -43,25 +67,50 @@ on the event loop; "blocking" ones are for the command line and threads.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from .accounts import AccountStore
+from .archive import ArchiveEntry, ArchiveResult, ArchiveStore
 from .conversations import Appended, ConversationStore
+from .crypto import Codec, Keyring, key_check, load_keyring, verify_keys
 from .env import Env
 from .faq import FaqStore
+from .frames import SegmentWriter
+from .upkeep import UpkeepStore
 
-__all__ = ["Appended", "Store"]
+__all__ = ["Appended", "ArchiveEntry", "ArchiveResult", "Keyring", "Store"]
 
 SCHEMA_VERSION = 1
+MB = 1024 * 1024
 
 
-class Store(ConversationStore, AccountStore, FaqStore):
+class Store(ArchiveStore, UpkeepStore, ConversationStore, AccountStore, FaqStore):
     """All records of one data directory."""
 
     def __init__(
-        self, data_dir: Path, map_size_mb: int = 64, commit_batch: int = 256
+        self,
+        data_dir: Path,
+        map_size_mb: int = 64,
+        commit_batch: int = 256,
+        *,
+        keyring: Keyring | None = None,
+        max_map_mb: int = 0,
+        archive_max_frame_mb: int = 64,
+        segment_mb: int = 64,
     ) -> None:
         self.data_dir = data_dir
-        self.env = Env(data_dir / "lmdb", map_size_mb * 1024 * 1024, commit_batch)
+        self.archive_dir = data_dir / "archive"
+        self.max_frame_bytes = archive_max_frame_mb * MB
+        self.segments = SegmentWriter(self.archive_dir, segment_mb * MB)
+        self.codec = Codec(keyring)
+        self.env = Env(
+            data_dir / "lmdb", map_size_mb * MB, commit_batch, max_map_mb * MB
+        )
+        try:
+            missing = self._check_keys(self.codec)
+        except BaseException:
+            self.env.close()
+            raise
         version = self.get_meta("schema_version")
         if version is None:
             self.set_meta_blocking("schema_version", SCHEMA_VERSION)
@@ -71,6 +120,44 @@ class Store(ConversationStore, AccountStore, FaqStore):
                 f"the store in {data_dir} has schema {version}; this goflypy "
                 f"reads up to {SCHEMA_VERSION}. Upgrade goflypy."
             )
+        if missing:
+            self._record_keys(self.codec, missing)
+
+    @classmethod
+    def from_config(cls, config: Any) -> Store:
+        """Open the store a goflypy configuration describes, keys included."""
+        return cls(
+            config.data_path,
+            config.map_size_mb,
+            config.commit_batch,
+            keyring=load_keyring(config.encryption_key_file),
+            max_map_mb=config.max_map_mb,
+            archive_max_frame_mb=config.archive_max_frame_mb,
+        )
+
+    def _check_keys(self, codec: Codec) -> list[int]:
+        """WrongKey unless ``codec`` opens every key check of this store."""
+        checks = {
+            int(v): bytes(sealed) for v, sealed in self.get_meta("key_checks", [])
+        }
+        return verify_keys(codec, checks)
+
+    def _record_keys(self, codec: Codec, versions: list[int]) -> None:
+        checks = [list(pair) for pair in self.get_meta("key_checks", [])]
+        checks += [[v, key_check(codec, v)] for v in versions]
+        self.set_meta_blocking("key_checks", checks)
+
+    def use_keyring(self, keyring: Keyring) -> None:
+        """Adopt a rotated keyring (it must open every stored key check)."""
+        codec = Codec(keyring, self.codec.backend)
+        missing = self._check_keys(codec)
+        if missing:
+            self._record_keys(codec, missing)
+        self.codec.keyring = keyring
+
+    def key_versions(self) -> list[int]:
+        """Key versions this store has check records for."""
+        return sorted(int(v) for v, _sealed in self.get_meta("key_checks", []))
 
     def close(self) -> None:
         """Finish queued writes and close; safe to call twice."""

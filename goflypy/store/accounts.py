@@ -21,7 +21,7 @@ class AccountStore:
     def get_account(self, username: str) -> Account | None:
         with self.env.read() as txn:
             raw = txn.get(username.encode("utf-8"), db=self.env.dbs["account"])
-            return None if raw is None else unpack_record(Account, raw)  # type: ignore[no-any-return]
+            return None if raw is None else unpack_record(Account, raw)
 
     def list_accounts(self) -> list[Account]:
         with self.env.read() as txn:
@@ -37,7 +37,8 @@ class AccountStore:
         return await self.env.write(self._account_job(account, create))
 
     def put_account_blocking(self, account: Account, *, create: bool) -> Account:
-        return self.env.write_blocking(self._account_job(account, create))
+        stored: Account = self.env.write_blocking(self._account_job(account, create))
+        return stored
 
     def _account_job(self, account: Account, create: bool) -> Any:
         db = self.env.dbs["account"]

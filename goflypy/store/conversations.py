@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import lmdb
 
 from ..errors import Conflict, NotFound
 from ..models import Conversation, Message, Visitor
+from .crypto import Codec
 from .env import Env
 from .keys import (
     id_bytes,
@@ -23,27 +25,54 @@ from .keys import (
 )
 
 _PREVIEW_CHARS = 60
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
 class Appended:
-    """What append_message did: the message, the conversation after it, and
-    whether the client id had been stored before (nothing new was written)."""
+    """What append_message did: the message, the conversation after it,
+    whether the client id had been stored before (nothing new was written),
+    and whether the message reopened a closed conversation."""
 
     message: Message
     conversation: Conversation
     duplicate: bool
+    reopened: bool = False
 
 
-def _get(txn: lmdb.Transaction, db: lmdb._Database, cls: type, key: bytes) -> object:
+def _get(
+    txn: lmdb.Transaction,
+    db: lmdb._Database,
+    cls: type,
+    key: bytes,
+    codec: Codec | None = None,
+) -> object:
+    """Decode one record; ``codec`` opens sealed conversations and messages."""
     raw = txn.get(key, db=db)
-    return None if raw is None else unpack_record(cls, raw)
+    if raw is None:
+        return None
+    return unpack_record(cls, raw if codec is None else codec.open(key, raw))
 
 
 class ConversationStore:
     """Mixin of Store; see store/__init__.py for the contract."""
 
     env: Env
+    codec: Codec
+    # Provided by ArchiveStore (archive.py).
+    ensure_hot: Callable[[str], Awaitable[bool]]
+
+    async def _write_hot(
+        self, conversation_id: str, job: Callable[[lmdb.Transaction], T]
+    ) -> T:
+        """Run a job on a conversation, bringing it back from the archive
+        first if the archiver took it meanwhile."""
+        try:
+            return await self.env.write(job)
+        except NotFound:
+            if not await self.ensure_hot(conversation_id):
+                raise
+        return await self.env.write(job)
 
     # Visitors
 
@@ -75,14 +104,12 @@ class ConversationStore:
         visitor.conversation_id = conversation.id
         visitor.conversations = 1
         dbs = self.env.dbs
+        codec = self.codec
 
         def job(txn: lmdb.Transaction) -> None:
             txn.put(id_bytes(vid), pack_record(visitor), db=dbs["visitor"])
             txn.put(token_key(token), id_bytes(vid), db=dbs["vtoken"])
-            txn.put(
-                id_bytes(conversation.id), pack_record(conversation), db=dbs["conv"]
-            )
-            txn.put(id_bytes(conversation.id), b"", db=dbs["open"])
+            _put_conversation(txn, dbs, conversation, codec)
 
         await self.env.write(job)
         return visitor, token
@@ -127,7 +154,7 @@ class ConversationStore:
         except ValueError:
             return None
         with self.env.read() as txn:
-            return _get(txn, self.env.dbs["conv"], Conversation, key)  # type: ignore[return-value]
+            return _get(txn, self.env.dbs["conv"], Conversation, key, self.codec)  # type: ignore[return-value]
 
     def list_open_conversations(self) -> list[Conversation]:
         """Every conversation not closed, oldest first."""
@@ -135,7 +162,9 @@ class ConversationStore:
         found = []
         with self.env.read() as txn:
             for key in txn.cursor(db=dbs["open"]).iternext(keys=True, values=False):
-                conversation = _get(txn, dbs["conv"], Conversation, bytes(key))
+                conversation = _get(
+                    txn, dbs["conv"], Conversation, bytes(key), self.codec
+                )
                 if conversation is not None:
                     found.append(conversation)
         return found  # type: ignore[return-value]
@@ -151,19 +180,20 @@ class ConversationStore:
         (Conflict, say) to refuse; nothing is written then.
         """
         dbs = self.env.dbs
+        codec = self.codec
         key = id_bytes(conversation_id)
 
         def job(txn: lmdb.Transaction) -> Conversation:
-            conversation = _get(txn, dbs["conv"], Conversation, key)
+            conversation = _get(txn, dbs["conv"], Conversation, key, codec)
             if conversation is None:
                 raise NotFound("no such conversation")
             assert isinstance(conversation, Conversation)
             change(conversation)
             conversation.updated = now_ms()
-            _put_conversation(txn, dbs, conversation)
+            _put_conversation(txn, dbs, conversation, codec)
             return conversation
 
-        return await self.env.write(job)
+        return await self._write_hot(conversation_id, job)
 
     # Messages
 
@@ -181,24 +211,26 @@ class ConversationStore:
         adjust the conversation in the same transaction.
         """
         dbs = self.env.dbs
+        codec = self.codec
         conv_key = id_bytes(conversation_id)
         dedupe = None
         if dedupe_scope and message.client_id:
             dedupe = f"{dedupe_scope}\x00{message.client_id}".encode()
 
         def job(txn: lmdb.Transaction) -> Appended:
-            conversation = _get(txn, dbs["conv"], Conversation, conv_key)
+            conversation = _get(txn, dbs["conv"], Conversation, conv_key, codec)
             if conversation is None:
                 raise NotFound("no such conversation")
             assert isinstance(conversation, Conversation)
             if dedupe is not None:
                 earlier = txn.get(dedupe, db=dbs["cid"])
                 if earlier is not None:
-                    stored = _get(txn, dbs["msg"], Message, bytes(earlier))
+                    stored = _get(txn, dbs["msg"], Message, bytes(earlier), codec)
                     if stored is None:
                         raise Conflict("client id refers to a missing message")
                     return Appended(stored, conversation, True)  # type: ignore[arg-type]
 
+            was_closed = conversation.state == "closed"
             conversation.last_seq += 1
             message.conversation_id = conversation.id
             message.seq = conversation.last_seq
@@ -209,13 +241,15 @@ class ConversationStore:
             conversation.updated = message.ts
 
             key = message_key(conv_key, message.seq)
-            txn.put(key, pack_record(message), db=dbs["msg"], overwrite=False)
+            value = codec.seal(key, pack_record(message))
+            txn.put(key, value, db=dbs["msg"], overwrite=False)
             if dedupe is not None:
                 txn.put(dedupe, key, db=dbs["cid"])
-            _put_conversation(txn, dbs, conversation)
-            return Appended(message, conversation, False)
+            _put_conversation(txn, dbs, conversation, codec)
+            reopened = was_closed and conversation.state != "closed"
+            return Appended(message, conversation, False, reopened)
 
-        return await self.env.write(job)
+        return await self._write_hot(conversation_id, job)
 
     def list_messages(
         self, conversation_id: str, after_seq: int = 0, limit: int | None = None
@@ -230,7 +264,7 @@ class ConversationStore:
             for key, value in cursor:
                 if bytes(key[:16]) != conv_key:
                     break
-                found.append(unpack_record(Message, value))
+                found.append(unpack_record(Message, self.codec.open(key, value)))
                 if limit is not None and len(found) >= limit:
                     break
         return found
@@ -249,10 +283,13 @@ def _note_message(conversation: Conversation, message: Message) -> None:
 
 
 def _put_conversation(
-    txn: lmdb.Transaction, dbs: dict[str, lmdb._Database], conversation: Conversation
+    txn: lmdb.Transaction,
+    dbs: dict[str, lmdb._Database],
+    conversation: Conversation,
+    codec: Codec,
 ) -> None:
     key = id_bytes(conversation.id)
-    txn.put(key, pack_record(conversation), db=dbs["conv"])
+    txn.put(key, codec.seal(key, pack_record(conversation)), db=dbs["conv"])
     if conversation.state == "closed":
         txn.delete(key, db=dbs["open"])
     else:

@@ -39,6 +39,8 @@ DB_NAMES = (
     "session",  # sha256(session token) -> session record
     "faq",  # faq id -> FaqEntry
     "meta",  # name -> value (schema version, secrets, settings)
+    "arch",  # conversation id -> where its archive frame is (archive.py)
+    "restored",  # conversation id -> ms it came back from the archive
 )
 
 # Grow the map when it is this full; double it each time.
@@ -46,12 +48,62 @@ _GROW_AT = 0.75
 _STOP = object()
 
 
+class _Gate:
+    """Many readers at once, or one map resize with no reader open.
+
+    NOTE: set_mapsize must not run while this process has a read
+    transaction open; a waiting resize holds new readers back so it
+    cannot starve.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._resizing = False
+
+    @contextmanager
+    def shared(self) -> Iterator[None]:
+        with self._cond:
+            while self._resizing:
+                self._cond.wait()
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                self._cond.notify_all()
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        with self._cond:
+            while self._resizing:
+                self._cond.wait()
+            self._resizing = True
+            while self._readers:
+                self._cond.wait()
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._resizing = False
+                self._cond.notify_all()
+
+
 class Env:
     """One LMDB environment: inline reads, writes through the writer thread."""
 
-    def __init__(self, path: Path, map_size: int, commit_batch: int = 256) -> None:
+    def __init__(
+        self,
+        path: Path,
+        map_size: int,
+        commit_batch: int = 256,
+        max_map_size: int = 0,
+    ) -> None:
         path.mkdir(parents=True, exist_ok=True)
         self.path = path
+        # 0 means the map may grow as long as the disk has room.
+        self.max_map_size = max_map_size
         self._env = lmdb.open(
             str(path),
             map_size=map_size,
@@ -69,9 +121,7 @@ class Env:
                 name: self._env.open_db(name.encode(), txn=txn) for name in DB_NAMES
             }
 
-        # NOTE: set_mapsize must not run while this process has a read
-        # transaction open; readers and the resize share this lock.
-        self._gate = threading.Lock()
+        self._gate = _Gate()
         self._batch = commit_batch
         self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread = threading.Thread(
@@ -89,15 +139,19 @@ class Env:
 
         NOTE: buffers die with the transaction; decode inside the block.
         """
-        with self._gate:
-            try:
-                txn = self._env.begin(buffers=True)
-            except lmdb.MapResizedError:
-                # Another process (the command line) grew the map: adopt it.
+        while True:
+            with self._gate.shared():
+                try:
+                    txn = self._env.begin(buffers=True)
+                except lmdb.MapResizedError:
+                    pass
+                else:
+                    with txn:
+                        yield txn
+                    return
+            # Another process (the command line) grew the map: adopt it.
+            with self._gate.exclusive():
                 self._env.set_mapsize(0)
-                txn = self._env.begin(buffers=True)
-            with txn:
-                yield txn
 
     # Writes
 
@@ -128,9 +182,13 @@ class Env:
         self._env.close()
 
     def copy_to(self, dest: Path) -> None:
-        """Write a compacted, consistent copy of the store to ``dest``."""
+        """Write a compacted, consistent copy of the store to ``dest``.
+
+        Blocks for the length of the copy; the copy is one read snapshot.
+        """
         dest.mkdir(parents=True, exist_ok=True)
-        self._env.copy(str(dest), compact=True)
+        with self.read() as txn:
+            self._env.copy(str(dest), compact=True, txn=txn)
 
     def info(self) -> dict[str, int]:
         info = self._env.info()
@@ -172,8 +230,9 @@ class Env:
             try:
                 outcomes = self._apply(batch)
             except lmdb.MapFullError:
-                self._grow()
-                continue
+                if self._grow():
+                    continue
+                break
             except lmdb.Error as exc:
                 self._fail_all(batch, exc)
                 return
@@ -196,7 +255,7 @@ class Env:
         try:
             txn = self._env.begin(write=True)
         except lmdb.MapResizedError:
-            with self._gate:
+            with self._gate.exclusive():
                 self._env.set_mapsize(0)
             txn = self._env.begin(write=True)
         try:
@@ -244,8 +303,15 @@ class Env:
         if info["used"] >= info["map_size"] * _GROW_AT:
             self._grow()
 
-    def _grow(self) -> None:
-        with self._gate:
+    def _grow(self) -> bool:
+        """Double the map (up to max_map_size); False when it may not grow."""
+        with self._gate.exclusive():
             current = self._env.info()["map_size"]
-            self._env.set_mapsize(current * 2)
-        log.info("LMDB map grown from %d to %d bytes", current, current * 2)
+            target = current * 2
+            if self.max_map_size:
+                target = min(target, self.max_map_size)
+            if target <= current:
+                return False
+            self._env.set_mapsize(target)
+        log.info("LMDB map grown from %d to %d bytes", current, target)
+        return True

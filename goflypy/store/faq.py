@@ -24,11 +24,12 @@ class FaqStore:
     def get_faq(self, faq_id: str) -> FaqEntry | None:
         with self.env.read() as txn:
             raw = txn.get(faq_id.encode("utf-8"), db=self.env.dbs["faq"])
-            return None if raw is None else unpack_record(FaqEntry, raw)  # type: ignore[no-any-return]
+            return None if raw is None else unpack_record(FaqEntry, raw)
 
     def import_faq_blocking(self, entries: Iterable[FaqEntry], *, replace: bool) -> int:
         """Store entries in one commit; ``replace`` drops all others first."""
-        return self.env.write_blocking(self._faq_job(list(entries), replace))
+        count: int = self.env.write_blocking(self._faq_job(list(entries), replace))
+        return count
 
     async def put_faq(
         self, entries: Iterable[FaqEntry], *, replace: bool = False

@@ -55,7 +55,8 @@ def token_key(token: str) -> bytes:
 
 
 def pack(value: Any) -> bytes:
-    return msgpack.packb(value, use_bin_type=True)
+    packed: bytes = msgpack.packb(value, use_bin_type=True)
+    return packed
 
 
 def unpack(buffer: bytes | memoryview) -> Any:

@@ -57,6 +57,7 @@
       too_long: "消息太长，请分几次发送",
       bad_text: "消息不能为空",
       rate_limited: "发送太频繁，请稍后再试",
+      busy: "咨询人数较多，正在为您连接…",
       storage_full: "服务器暂时无法保存消息，请稍后再试",
     },
   };
@@ -106,10 +107,20 @@
   }
 
   // Device linking: /chat?token=… adopts the visitor from another device.
-  // The token is the visitor's only key, so take it out of the address bar
-  // (and of the page address agents see) as soon as it is stored.
+  // A link must not silently swap a shopper who already chats here into
+  // someone else's conversation, so that case asks first. The token is the
+  // visitor's only key: take it out of the address bar (and of the page
+  // address agents see) as soon as it is handled.
   if (mode === "page" && pageQuery.get("token")) {
-    saveToken(pageQuery.get("token"));
+    const linked = pageQuery.get("token");
+    const current = loadToken();
+    if (
+      !current ||
+      current === linked ||
+      window.confirm("要在本设备继续另一台设备上的会话吗？本设备当前的会话将不再显示。")
+    ) {
+      saveToken(linked);
+    }
     pageQuery.delete("token");
     const rest = pageQuery.toString();
     const clean = window.location.pathname + (rest ? "?" + rest : "") + window.location.hash;
@@ -133,6 +144,8 @@
     everConnected: false,
     attempt: 0,
     retryTimer: null,
+    retryNotBefore: 0,
+    welcomed: false,
     heartbeatTimer: null,
     heartbeatMs: 25000,
     lastFrameAt: 0,
@@ -595,6 +608,14 @@ button { font: inherit; cursor: pointer; }
 
   function onError(frame) {
     const text = TEXT.errors[frame.code];
+    if (!state.welcomed && (frame.code === "busy" || frame.code === "rate_limited")) {
+      // The server refused this socket or this new visitor: reconnect no
+      // sooner than it asks, so a full server is not stormed.
+      state.retryNotBefore = Date.now() + (Number(frame.retry_after_ms) || 5000);
+      if (text) showConnection(text);
+      if (state.socket) state.socket.close();
+      return;
+    }
     const failedId = frame.client_id;
     if (frame.code === "rate_limited") {
       const wait = Math.max(1000, Number(frame.retry_after_ms) || 5000);
@@ -642,6 +663,7 @@ button { font: inherit; cursor: pointer; }
   function onOpen(socket) {
     if (socket !== state.socket) return;
     state.connected = true;
+    state.welcomed = false;
     state.lastFrameAt = Date.now();
     // NOTE: a fresh page asks for the whole history (last_seq 0); a reconnect
     // on the same page asks only for what it has not shown.
@@ -692,6 +714,7 @@ button { font: inherit; cursor: pointer; }
   }
 
   function onWelcome(frame) {
+    state.welcomed = true;
     state.attempt = 0;
     state.everConnected = true;
     showConnection("");
@@ -729,7 +752,8 @@ button { font: inherit; cursor: pointer; }
   function scheduleReconnect() {
     clearTimeout(state.retryTimer);
     const ceiling = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * Math.pow(2, state.attempt));
-    const delay = ceiling / 2 + Math.random() * (ceiling / 2);
+    const backoff = ceiling / 2 + Math.random() * (ceiling / 2);
+    const delay = Math.max(backoff, state.retryNotBefore - Date.now());
     state.attempt = Math.min(state.attempt + 1, 10);
     state.retryTimer = setTimeout(connect, delay);
   }

@@ -1,0 +1,310 @@
+"""TTL archival: idle conversations move to segment files and come back on demand.
+
+Archiving is two steps. (1) Off the writer thread, a read snapshot of the
+conversation and all its messages becomes one frame, appended to the current
+segment and fsync'd. (2) One writer job checks the conversation is unchanged
+(same last_seq and updated), commits the archive-index entry and deletes the
+hot records, in one transaction. If anything touched the conversation in
+between, step 2 does nothing: the conversation stays hot and the frame is
+dead space for compaction. A message racing the archiver therefore always
+ends up hot; it is never lost and never in both places.
+
+Restore is one writer job: put the records back, delete the index entry.
+Visitor records, visitor tokens and client-id dedupe entries stay hot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import lmdb
+
+from ..errors import CorruptData
+from ..log import store as log
+from ..models import Conversation, Message
+from .crypto import Codec
+from .env import Env
+from .frames import (
+    Contents,
+    SegmentWriter,
+    archive_lock,
+    decode_frame,
+    encode_frame,
+    read_frame,
+    segment_path,
+)
+from .keys import id_bytes, id_hex, now_ms, pack, pack_record, unpack, unpack_record
+
+
+@dataclass(slots=True)
+class ArchiveEntry:
+    """Where an archived conversation's frame is, and what it summarises."""
+
+    seg: int
+    off: int
+    len: int
+    updated: int
+    created: int
+    visitor: str
+    messages: int
+    key_version: int
+    archived: int
+
+
+@dataclass(slots=True)
+class _Snapshot:
+    key: bytes
+    conversation: Conversation
+    contents: Contents
+
+
+@dataclass(slots=True)
+class ArchiveResult:
+    archived: int = 0
+    raced: int = 0
+    too_big: int = 0
+    bytes: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+class ArchiveStore:
+    """Mixin of Store; see store/__init__.py for the contract."""
+
+    env: Env
+    codec: Codec
+    archive_dir: Path
+    segments: SegmentWriter
+    max_frame_bytes: int
+
+    # Queries
+
+    def archive_entry(self, conversation_id: str) -> ArchiveEntry | None:
+        with self.env.read() as txn:
+            raw = txn.get(id_bytes(conversation_id), db=self.env.dbs["arch"])
+            return None if raw is None else unpack_record(ArchiveEntry, raw)
+
+    def iter_archive(self) -> Iterator[tuple[str, ArchiveEntry]]:
+        """Every index entry, read in one snapshot."""
+        with self.env.read() as txn:
+            cursor = txn.cursor(db=self.env.dbs["arch"])
+            entries = [
+                (id_hex(bytes(k)), unpack_record(ArchiveEntry, v)) for k, v in cursor
+            ]
+        yield from entries
+
+    def conversation_times(self) -> list[tuple[str, int, int, bool]]:
+        """(id, created, updated, archived) of every conversation, hot or not."""
+        found = []
+        with self.env.read() as txn:
+            for key, value in txn.cursor(db=self.env.dbs["conv"]):
+                conv = unpack_record(Conversation, self.codec.open(key, value))
+                found.append((conv.id, conv.created, conv.updated, False))
+        found += [(c, e.created, e.updated, True) for c, e in self.iter_archive()]
+        return sorted(found, key=lambda row: row[1])
+
+    def read_archived(
+        self, conversation_id: str
+    ) -> tuple[Conversation, list[Message]] | None:
+        """An archived conversation without restoring it. Blocking (file I/O)."""
+        for _attempt in range(3):
+            entry = self.archive_entry(conversation_id)
+            if entry is None:
+                return None
+            try:
+                contents = self._read_contents(entry)
+            except FileNotFoundError:
+                continue  # compaction moved it; read the index again
+            conversation = unpack_record(Conversation, contents.conversation)
+            messages = [unpack_record(Message, m) for m in contents.messages]
+            return conversation, messages
+        return None
+
+    def _read_contents(self, entry: ArchiveEntry) -> Contents:
+        path = segment_path(self.archive_dir, entry.seg)
+        frame = read_frame(path, entry.off, entry.len, self.max_frame_bytes)
+        return decode_frame(self.codec, frame, self.max_frame_bytes)
+
+    # Restore
+
+    async def ensure_hot(self, conversation_id: str) -> bool:
+        """Restore an archived conversation; True if it is hot afterwards."""
+        try:
+            key = id_bytes(conversation_id)
+        except ValueError:
+            return False
+        with self.env.read() as txn:
+            if txn.get(key, db=self.env.dbs["conv"]) is not None:
+                return True
+            if txn.get(key, db=self.env.dbs["arch"]) is None:
+                return False
+        return await asyncio.to_thread(self.restore_blocking, conversation_id)
+
+    def restore_blocking(self, conversation_id: str) -> bool:
+        """Put an archived conversation back in the hot databases."""
+        key = id_bytes(conversation_id)
+        for _attempt in range(5):
+            entry = self.archive_entry(conversation_id)
+            if entry is None:
+                return self.get_conversation_raw(key) is not None
+            try:
+                contents = self._read_contents(entry)
+            except FileNotFoundError:
+                continue
+            outcome = self.env.write_blocking(self._restore_job(key, entry, contents))
+            if outcome is not None:
+                return outcome
+        raise CorruptData(f"conversation {conversation_id} kept moving during restore")
+
+    def get_conversation_raw(self, key: bytes) -> bytes | None:
+        with self.env.read() as txn:
+            raw = txn.get(key, db=self.env.dbs["conv"])
+            return None if raw is None else bytes(raw)
+
+    def _restore_job(
+        self, key: bytes, entry: ArchiveEntry, contents: Contents
+    ) -> Callable[[lmdb.Transaction], bool | None]:
+        dbs = self.env.dbs
+        codec = self.codec
+        expected = pack_record(entry)
+        conversation = unpack_record(Conversation, contents.conversation)
+        records = []
+        for raw in contents.messages:
+            message = unpack_record(Message, raw)
+            message_key = key + message.seq.to_bytes(8, "big")
+            records.append((message_key, codec.seal(message_key, raw)))
+        sealed_conversation = codec.seal(key, contents.conversation)
+
+        def job(txn: lmdb.Transaction) -> bool | None:
+            current = txn.get(key, db=dbs["arch"])
+            if current is None:
+                return txn.get(key, db=dbs["conv"]) is not None
+            if bytes(current) != expected:
+                return None  # moved by compaction meanwhile: read it again
+            txn.delete(key, db=dbs["arch"])
+            if txn.get(key, db=dbs["conv"]) is not None:
+                return True  # NOTE: never both; the hot copy wins
+            txn.cursor(db=dbs["msg"]).putmulti(records)
+            txn.put(key, sealed_conversation, db=dbs["conv"])
+            if conversation.state != "closed":
+                txn.put(key, b"", db=dbs["open"])
+            txn.put(key, pack(now_ms()), db=dbs["restored"])
+            return True
+
+        return job
+
+    # Archive
+
+    def find_idle(
+        self,
+        idle_before_ms: int,
+        limit: int,
+        is_busy: Callable[[Conversation], bool] | None = None,
+    ) -> list[bytes]:
+        """Ids of conversations untouched (and not restored) since the cutoff."""
+        dbs = self.env.dbs
+        found: list[bytes] = []
+        with self.env.read() as txn:
+            restored = txn.cursor(db=dbs["restored"])
+            for key, value in txn.cursor(db=dbs["conv"]):
+                conversation = unpack_record(Conversation, self.codec.open(key, value))
+                if conversation.updated >= idle_before_ms:
+                    continue
+                back = restored.get(key)
+                if back is not None and unpack(back) >= idle_before_ms:
+                    continue
+                if is_busy is not None and is_busy(conversation):
+                    continue
+                found.append(bytes(key))
+                if len(found) >= limit:
+                    break
+        return found
+
+    def archive_blocking(self, keys: list[bytes]) -> ArchiveResult:
+        """Archive these conversations (both steps). Blocking; never on the loop."""
+        result = ArchiveResult()
+        with archive_lock(self.archive_dir):
+            snapshots, frames = [], []
+            for key in keys:
+                snapshot = self._snapshot(key)
+                if snapshot is None:
+                    continue
+                frame = encode_frame(self.codec, key, snapshot.contents)
+                if len(frame) > self.max_frame_bytes:
+                    log.warning("conversation %s is too big to archive", id_hex(key))
+                    result.too_big += 1
+                    continue
+                snapshots.append(snapshot)
+                frames.append(frame)
+            placed = self.segments.append(frames)
+
+            futures = [
+                self.env.submit(self._archive_job(snapshot, seg, off, len(frame)))
+                for snapshot, frame, (seg, off) in zip(
+                    snapshots, frames, placed, strict=True
+                )
+            ]
+            for future, frame in zip(futures, frames, strict=True):
+                if future.result():
+                    result.archived += 1
+                    result.bytes += len(frame)
+                else:
+                    result.raced += 1
+        return result
+
+    def _snapshot(self, key: bytes) -> _Snapshot | None:
+        dbs = self.env.dbs
+        with self.env.read() as txn:
+            raw = txn.get(key, db=dbs["conv"])
+            if raw is None:
+                return None
+            plain = bytes(self.codec.open(key, raw))
+            messages = []
+            cursor = txn.cursor(db=dbs["msg"])
+            if cursor.set_range(key):
+                for message_key, value in cursor:
+                    if bytes(message_key[:16]) != key:
+                        break
+                    messages.append(bytes(self.codec.open(message_key, value)))
+        conversation = unpack_record(Conversation, plain)
+        return _Snapshot(key, conversation, Contents(plain, messages))
+
+    def _archive_job(
+        self, snapshot: _Snapshot, seg: int, off: int, length: int
+    ) -> Callable[[lmdb.Transaction], bool]:
+        dbs = self.env.dbs
+        codec = self.codec
+        key = snapshot.key
+        seen = snapshot.conversation
+        entry = ArchiveEntry(
+            seg,
+            off,
+            length,
+            seen.updated,
+            seen.created,
+            seen.visitor_id,
+            len(snapshot.contents.messages),
+            codec.keyring.current if codec.keyring else 0,
+            now_ms(),
+        )
+
+        def job(txn: lmdb.Transaction) -> bool:
+            raw = txn.get(key, db=dbs["conv"])
+            if raw is None:
+                return False
+            now = unpack_record(Conversation, codec.open(key, raw))
+            if now.last_seq != seen.last_seq or now.updated != seen.updated:
+                return False  # touched since the snapshot: stays hot
+
+            cursor = txn.cursor(db=dbs["msg"])
+            if cursor.set_range(key):
+                while cursor.key()[:16] == key and cursor.delete():
+                    pass
+            for name in ("conv", "open", "restored"):
+                txn.delete(key, db=dbs[name])
+            txn.put(key, pack_record(entry), db=dbs["arch"])
+            return True
+
+        return job
