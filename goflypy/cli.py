@@ -139,10 +139,41 @@ def cmd_user_passwd(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+def cmd_user_disable(args: argparse.Namespace, config: Config) -> int:
+    """Stop an account signing in, or let it again; its sessions end."""
+    disable = args.user_command == "disable"
+    with _open_store(config) as store:
+        account = store.get_account(args.username)
+        if account is None:
+            raise GoflyError(f"no account {args.username!r}")
+        if disable and account.role == "admin":
+            admins = [
+                other
+                for other in store.list_accounts()
+                if other.role == "admin" and not other.disabled
+            ]
+            if admins == [account]:
+                raise GoflyError("refusing to disable the last enabled admin")
+        account.disabled = disable
+        store.put_account_blocking(account, create=False)
+        if disable:
+            asyncio.run(store.delete_sessions_of(args.username))
+    print(f"{args.username} {'disabled' if disable else 'enabled'}")
+    return 0
+
+
 def cmd_user_list(args: argparse.Namespace, config: Config) -> int:
     with _open_store(config) as store:
         for account in store.list_accounts():
-            flag = " (must change password)" if account.must_change_password else ""
+            flags = [
+                label
+                for label, on in (
+                    ("must change password", account.must_change_password),
+                    ("disabled", account.disabled),
+                )
+                if on
+            ]
+            flag = f" ({', '.join(flags)})" if flags else ""
             print(f"{account.username}\t{account.role}\t{account.display_name}{flag}")
     return 0
 
@@ -152,8 +183,14 @@ def _read_password(args: argparse.Namespace) -> str:
         return str(args.password)
     if args.password_stdin:
         return sys.stdin.readline().rstrip("\n")
-    first = getpass.getpass("password: ")
-    if first != getpass.getpass("again: "):
+    try:
+        first = getpass.getpass("password: ")
+        again = getpass.getpass("again: ")
+    except EOFError:
+        raise GoflyError(
+            "no password given: type it at a terminal, or use --password-stdin"
+        ) from None
+    if first != again:
         raise GoflyError("the passwords differ")
     return first
 
@@ -168,14 +205,29 @@ def _demo_entries() -> list[Any]:
         return read_faq_file(path)
 
 
+def _entries(count: int) -> str:
+    return f"{count} FAQ {'entry' if count == 1 else 'entries'}"
+
+
 def cmd_faq_import(args: argparse.Namespace, config: Config) -> int:
     from .faqfile import read_faq_file
 
     entries = read_faq_file(Path(args.file))
+    if not entries:
+        raise GoflyError(
+            f"{args.file} holds no FAQ entries; nothing imported"
+            + (" and nothing replaced" if args.replace else "")
+        )
     with _open_store(config) as store:
         count = store.import_faq_blocking(entries, replace=args.replace)
         store.set_meta_blocking("faq_changed", time.time_ns())
-    print(f"imported {count} FAQ entries from {args.file}")
+    print(f"imported {_entries(count)} from {args.file}")
+    unanswered = sum(1 for entry in entries if not entry.answer)
+    if unanswered:
+        print(
+            f"note: {_entries(unanswered)} without an answer; the robot hands"
+            " their questions to a human until they have one"
+        )
     return 0
 
 
@@ -185,7 +237,7 @@ def cmd_faq_export(args: argparse.Namespace, config: Config) -> int:
     with _open_store(config) as store:
         entries = store.list_faq()
     write_faq_file(Path(args.file), entries)
-    print(f"exported {len(entries)} FAQ entries to {args.file}")
+    print(f"exported {_entries(len(entries))} to {args.file}")
     return 0
 
 
@@ -277,7 +329,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     opscli.register(commands, _add_common)
 
-    user = commands.add_parser("user", help="console accounts: add, passwd, list")
+    user = commands.add_parser(
+        "user", help="console accounts: add, passwd, disable, list"
+    )
     user_commands = user.add_subparsers(
         dest="user_command", metavar="ACTION", required=True
     )
@@ -295,6 +349,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(passwd)
     passwd.add_argument("username")
     passwd.set_defaults(func=cmd_user_passwd)
+    for action, text in (
+        ("disable", "stop an account signing in; it is signed out everywhere"),
+        ("enable", "let a disabled account sign in again"),
+    ):
+        toggle = user_commands.add_parser(action, help=text)
+        _add_common(toggle)
+        toggle.add_argument("username")
+        toggle.set_defaults(func=cmd_user_disable)
     listing = user_commands.add_parser("list", help="list accounts")
     _add_common(listing)
     listing.set_defaults(func=cmd_user_list)
@@ -363,6 +425,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     flags = {name: getattr(args, name, None) for name in BY_NAME}
     try:
         config = load(getattr(args, "config", None), flags)
+        may_create = args.func in (
+            cmd_serve,
+            cmd_init,
+            cmd_config_example,
+            cmd_robot_eval,  # works in a scratch store
+            opscli.cmd_restore,
+            opscli.cmd_keys_init,
+        )
+        if not may_create and not config.data_path.is_dir():
+            # A mistyped --data-dir must not quietly become a new, empty shop.
+            raise GoflyError(
+                f"no data directory at {config.data_path}; check --data-dir,"
+                " or create one with `goflypy init`"
+            )
         return int(args.func(args, config))
     except ConfigError as exc:
         print(f"goflypy: configuration error: {exc}", file=sys.stderr)

@@ -9,6 +9,7 @@ and the source it came from.
 from __future__ import annotations
 
 import os
+import string
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -59,6 +60,34 @@ def _str_list(raw: Any) -> list[str]:
     raise ValueError("expected a list of strings or a comma-separated string")
 
 
+def _template_fields(raw: Any) -> tuple[str, list[str]]:
+    """A ``{name}`` template and its field names; nothing fancier is allowed."""
+    text = _str(raw)
+    names = []
+    for _literal, name, spec, conversion in string.Formatter().parse(text):
+        if name is None:
+            continue
+        if not name.isidentifier() or spec or conversion:
+            raise ValueError(f"{{{name}}} is not a plain {{name}} field")
+        names.append(name)
+    return text, names
+
+
+def _reply_template(raw: Any) -> str:
+    return _template_fields(raw)[0]
+
+
+def _order_url(raw: Any) -> str:
+    text, names = _template_fields(raw)
+    if not text:
+        return text
+    if not text.startswith(("http://", "https://")):
+        raise ValueError("expected an http:// or https:// URL")
+    if set(names) != {"order_id", "shopper_id"}:
+        raise ValueError("the URL must hold {order_id} and {shopper_id}, only")
+    return text
+
+
 @dataclass(frozen=True, slots=True)
 class Setting:
     name: str
@@ -101,6 +130,12 @@ SETTINGS: tuple[Setting, ...] = (
         "first robot message of a new conversation",
     ),
     Setting(
+        "offline_text",
+        "现在没有客服在线。请留下您的问题和联系方式，客服上线后会第一时间回复您。",
+        _str,
+        "told to a shopper who asks for a human while no agent is online",
+    ),
+    Setting(
         "widget_origins",
         [],
         _str_list,
@@ -116,7 +151,7 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "robot_suggest_threshold",
-        0.40,
+        0.42,
         _float,
         "score at or above which the robot suggests entries",
         0.0,
@@ -124,7 +159,7 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "robot_margin",
-        0.01,
+        0.02,
         _float,
         "suggest instead of answering when the runner-up is this close",
         0.0,
@@ -179,6 +214,20 @@ SETTINGS: tuple[Setting, ...] = (
         1,
     ),
     Setting(
+        "sockets_per_ip",
+        1000,
+        _int,
+        "open sockets one IP may hold at once (mobile carriers share addresses)",
+        1,
+    ),
+    Setting(
+        "hello_timeout_s",
+        30.0,
+        _float,
+        "seconds a new visitor socket may stay open without saying hello",
+        0.5,
+    ),
+    Setting(
         "new_visitors_per_ip_per_min",
         60,
         _int,
@@ -204,6 +253,13 @@ SETTINGS: tuple[Setting, ...] = (
         "max_map_mb", 0, _int, "largest the LMDB map may grow, in MiB (0: no cap)", 0
     ),
     Setting(
+        "robot_idle_close_minutes",
+        30.0,
+        _float,
+        "close conversations only the robot has served after this idle time (0: never)",
+        0.0,
+    ),
+    Setting(
         "archive_after_hours",
         72.0,
         _float,
@@ -222,6 +278,53 @@ SETTINGS: tuple[Setting, ...] = (
         "",
         _str,
         "SM4 key file (VERSION:HEX lines); GOFLY_SM4_KEY overrides; empty: off",
+    ),
+    Setting(
+        "identity_secret_file",
+        "",
+        _str,
+        "file holding the shop's HMAC secret for verified shoppers; "
+        "GOFLY_IDENTITY_SECRET overrides; empty: off",
+    ),
+    Setting(
+        "identity_max_age_s",
+        86400,
+        _int,
+        "seconds a signed shopper identity stays valid after its ts",
+        60,
+        30 * 86400,
+    ),
+    Setting(
+        "order_url",
+        "",
+        _order_url,
+        "shop's order endpoint, e.g. https://shop.example/api/orders/{order_id}"
+        "?shopper={shopper_id}; empty: order questions go to a human",
+    ),
+    Setting(
+        "order_timeout_s", 3.0, _float, "seconds per order-endpoint request", 0.1, 60.0
+    ),
+    Setting("order_retries", 1, _int, "order-endpoint retries after a failure", 0, 5),
+    Setting(
+        "order_breaker_failures",
+        5,
+        _int,
+        "failed order requests in a row that stop lookups for a cool-down",
+        1,
+    ),
+    Setting(
+        "order_breaker_cooldown_s",
+        30.0,
+        _float,
+        "seconds order lookups stay off after the breaker opens",
+        1.0,
+        3600.0,
+    ),
+    Setting(
+        "order_reply_template",
+        "订单 {order_id} 的状态：{status}。",
+        _reply_template,
+        "order answer; {order_id} and the endpoint's JSON fields fill it",
     ),
     Setting(
         "secure_cookies",

@@ -9,16 +9,22 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from .config import Config
 from .errors import Conflict, NotFound
-from .hub import Hub
+from .hub import Hub, Peer
+from .identity import IdentityVerifier
+from .kb import record_unanswered
 from .log import nlp as nlp_log
 from .log import server as log
 from .models import Account, Conversation, Message, Visitor
 from .nlp import Decision, Robot
-from .store import Appended, Store
+from .nlp.intents import OrderQuery, detect_order
+from .nlp.robot import HANDOFF_REPLY
+from .orders import OrderClient, answer_order, bare_order_id
+from .store import Appended, ConversationRef, Store
 from .store.keys import now_ms
 
 HANDOFF_ACTIONS = ("handoff", "human")
@@ -52,6 +58,12 @@ class Desk:
         self.robot = robot
         self._robot_tasks: set[asyncio.Task[None]] = set()
         self.robot_decisions: dict[str, int] = {}
+        # Console sockets by the session token that opened them.
+        self._console_sessions: dict[Peer, str] = {}
+        # Verified shopper identity and order lookups are both optional.
+        self.identity = IdentityVerifier.from_config(config)
+        signer = self.identity.order_request_headers if self.identity else None
+        self.orders = OrderClient.from_config(config, signer)
 
     # Summaries
 
@@ -65,6 +77,7 @@ class Desk:
             "agent_name": conversation.agent_name,
             "visitor_id": conversation.visitor_id,
             "visitor_name": visitor.name if visitor else "",
+            "shopper_id": visitor.shopper_id if visitor else "",
             "channel": conversation.channel,
             "page": conversation.page,
             "first_seen": visitor.first_seen if visitor else conversation.created,
@@ -75,6 +88,20 @@ class Desk:
             "preview": conversation.preview,
             "visitor_online": self.hub.is_visitor_online(conversation.visitor_id),
             "rating": conversation.rating,
+        }
+
+    def past_summary(self, ref: ConversationRef) -> dict[str, Any]:
+        """A closed or archived conversation in the console's history list."""
+        visitor = self.store.get_visitor(ref.visitor_id)
+        return {
+            "id": ref.id,
+            "state": ref.state,
+            "archived": ref.archived,
+            "visitor_id": ref.visitor_id,
+            "visitor_name": visitor.name if visitor else "",
+            "created": ref.created,
+            "updated": ref.updated,
+            "messages": ref.messages,
         }
 
     def visitor_profile(self, visitor: Visitor) -> dict[str, Any]:
@@ -88,6 +115,7 @@ class Desk:
             "user_agent": visitor.user_agent,
             "conversations": visitor.conversations,
             "online": self.hub.is_visitor_online(visitor.id),
+            "shopper_id": visitor.shopper_id,
         }
 
     def status_frame(self, conversation: Conversation) -> dict[str, Any]:
@@ -131,10 +159,26 @@ class Desk:
         self._refresh_queue_positions(exclude=conversation.id)
 
     def _refresh_queue_positions(self, exclude: str) -> None:
-        for conversation in self.store.list_open_conversations():
-            if conversation.state == "queued" and conversation.id != exclude:
+        """Tell every waiting shopper their place, reading the queue once."""
+        queued = sorted(
+            (c.queued_at, c.id, c)
+            for c in self.store.list_open_conversations()
+            if c.state == "queued"
+        )
+        for position, (_stamp, conversation_id, conversation) in enumerate(
+            queued, start=1
+        ):
+            if conversation_id == exclude:
+                continue
+            if self.hub.is_visitor_online(conversation.visitor_id):
                 self.hub.to_visitor(
-                    conversation.visitor_id, self.status_frame(conversation)
+                    conversation.visitor_id,
+                    {
+                        "type": "status",
+                        "state": "queued",
+                        "agent_name": conversation.agent_name,
+                        "position": position,
+                    },
                 )
 
     # Visitor side
@@ -147,9 +191,17 @@ class Desk:
             )
 
     async def visitor_message(
-        self, visitor: Visitor, client_id: str, text: str
+        self,
+        visitor: Visitor,
+        client_id: str,
+        text: str,
+        shopper_id: str | None = None,
     ) -> Appended:
-        """Store a visitor's message (durable on return) and let the robot reply."""
+        """Store a visitor's message (durable on return) and let the robot reply.
+
+        ``shopper_id`` is the identity verified on the sending socket; only
+        it ever reaches the shop's order endpoint.
+        """
         message = Message(
             visitor.conversation_id, 0, 0, "visitor", text, client_id=client_id
         )
@@ -164,7 +216,7 @@ class Desk:
             # A message to a closed conversation reopens it with the robot.
             self.hub.to_visitor(visitor.id, self.status_frame(appended.conversation))
         if appended.conversation.state == "robot":
-            self._spawn(self._robot_reply(appended.conversation.id, text))
+            self._spawn(self._robot_reply(appended.conversation.id, text, shopper_id))
         return appended
 
     async def request_human(
@@ -190,6 +242,9 @@ class Desk:
                 await self.post(
                     conversation_id, "system", "正在为您转接人工客服，请稍候。"
                 )
+            if not self.hub.online_agents() and self.config.offline_text:
+                # The queue doubles as a message box until someone signs in.
+                await self.post(conversation_id, "system", self.config.offline_text)
             self.publish_state(
                 self.store.get_conversation(conversation_id) or conversation
             )
@@ -223,9 +278,67 @@ class Desk:
         self._robot_tasks.add(task)
         task.add_done_callback(self._robot_tasks.discard)
 
-    async def _robot_reply(self, conversation_id: str, text: str) -> None:
+    def _understand(self, conversation_id: str, text: str) -> OrderQuery | Decision:
+        """Order questions first, then the robot (blocking CPU work and reads).
+
+        Order questions never reach FAQ retrieval, so an order id is never a
+        retrieval feature.
+        """
+        query = detect_order(text)
+        if query is None:
+            order_id = bare_order_id(text)
+            if order_id is not None and self._asked_for_order_id(conversation_id):
+                query = OrderQuery(order_id)
+        return query if query is not None else self.robot.decide(text)
+
+    def _asked_for_order_id(self, conversation_id: str) -> bool:
+        """Whether the last reply to the visitor asked for an order number."""
+        conversation = self.store.get_conversation(conversation_id)
+        if conversation is None:
+            return False
+        recent = self.store.list_messages(
+            conversation_id, max(0, conversation.last_seq - 4)
+        )
+        for message in reversed(recent):
+            if message.sender != "visitor":
+                return message.meta.get("order_outcome") == "ask_id"
+        return False
+
+    async def _order_reply(
+        self, conversation_id: str, query: OrderQuery, shopper_id: str | None
+    ) -> None:
+        """Answer an order question from the shop's endpoint, or hand off."""
+        reply = await answer_order(
+            self.orders,
+            query.order_id,
+            shopper_id,
+            can_sign_in=self.identity is not None,
+        )
+        self.robot_decisions["order"] = self.robot_decisions.get("order", 0) + 1
+        nlp_log.debug("robot order %s for %s", reply.outcome, conversation_id)
+
+        current = self.store.get_conversation(conversation_id)
+        if current is None or current.state != "robot":
+            return  # a human took over while the order system answered
+        meta: dict[str, Any] = {"kind": "order", "order_outcome": reply.outcome}
+        await self.post(conversation_id, "robot", reply.text, meta)
+        if reply.handoff:
+            await self.request_human(conversation_id, announce=False)
+
+    async def _robot_reply(
+        self, conversation_id: str, text: str, shopper_id: str | None = None
+    ) -> None:
         try:
-            decision: Decision = await asyncio.to_thread(self.robot.decide, text)
+            understood = await asyncio.to_thread(
+                self._understand, conversation_id, text
+            )
+            if isinstance(understood, OrderQuery):
+                await self._order_reply(conversation_id, understood, shopper_id)
+                return
+            decision: Decision = understood
+            if decision.action == "answer" and not decision.reply.strip():
+                # The entry has no answer yet: a person answers instead.
+                decision = replace(decision, action="handoff", reply=HANDOFF_REPLY)
             self.robot_decisions[decision.action] = (
                 self.robot_decisions.get(decision.action, 0) + 1
             )
@@ -250,15 +363,20 @@ class Desk:
             await self.post(conversation_id, "robot", decision.reply, meta)
             if decision.action in HANDOFF_ACTIONS:
                 await self.request_human(conversation_id, announce=False)
+            if decision.action == "handoff":
+                await record_unanswered(self.store, text, decision, conversation_id)
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("robot reply failed for %s", conversation_id)
 
     async def drain_robot(self) -> None:
-        """Wait for robot replies in flight (used at shutdown)."""
+        """Wait for robot replies in flight, then close the order client
+        (used at shutdown)."""
         if self._robot_tasks:
             await asyncio.gather(*self._robot_tasks, return_exceptions=True)
+        if self.orders is not None:
+            await self.orders.close()
 
     # Agent side
 
@@ -296,6 +414,16 @@ class Desk:
             self.publish(appended.conversation, appended.message)
         return appended
 
+    async def _hot(self, conversation_id: str) -> Conversation:
+        """The conversation, restored first if it was archived. NotFound if
+        there is none; StorageFull if the disk has no room to restore it."""
+        conversation = None
+        if await self.store.ensure_hot(conversation_id):
+            conversation = self.store.get_conversation(conversation_id)
+        if conversation is None:
+            raise NotFound("no such conversation")
+        return conversation
+
     async def claim(
         self, conversation_id: str, account: Account, force: bool = False
     ) -> Conversation:
@@ -308,9 +436,7 @@ class Desk:
             conversation.agent = account.username
             conversation.agent_name = account.display_name
 
-        before = self.store.get_conversation(conversation_id)
-        if before is None:
-            raise NotFound("no such conversation")
+        before = await self._hot(conversation_id)
         conversation = await self.store.update_conversation(conversation_id, change)
         if before.agent != account.username:
             await self.post(
@@ -324,9 +450,7 @@ class Desk:
         self, conversation_id: str, account: Account, client_id: str, text: str
     ) -> Appended:
         """An agent's reply; it claims an unassigned conversation on the way."""
-        current = self.store.get_conversation(conversation_id)
-        if current is None:
-            raise NotFound("no such conversation")
+        current = await self._hot(conversation_id)
         if current.agent != account.username:
             await self.claim(conversation_id, account)
         return await self.post(
@@ -346,9 +470,7 @@ class Desk:
     ) -> Conversation:
         """Close a conversation; only its agent or an admin may close a
         conversation someone else has. Closing it again does nothing."""
-        current = self.store.get_conversation(conversation_id)
-        if current is None:
-            raise NotFound("no such conversation")
+        current = await self._hot(conversation_id)
         if current.state == "closed":
             return current
         if (
@@ -369,6 +491,57 @@ class Desk:
         conversation = await self.store.update_conversation(conversation_id, change)
         self.publish_state(conversation)
         return conversation
+
+    async def close_idle_robot_conversations(self, idle_ms: int) -> int:
+        """Close conversations the robot alone has served and nobody has
+        touched for ``idle_ms``, so the console lists only live ones.
+
+        A later message from the shopper reopens the conversation as usual.
+        """
+        cutoff = now_ms() - idle_ms
+
+        def change(conversation: Conversation) -> None:
+            if conversation.state != "robot" or conversation.updated > cutoff:
+                raise Conflict("touched meanwhile")
+            conversation.state = "closed"
+            conversation.unread = 0
+
+        closed = 0
+        for candidate in self.store.list_open_conversations():
+            if candidate.state != "robot" or candidate.updated > cutoff:
+                continue
+            try:
+                conversation = await self.store.update_conversation(
+                    candidate.id, change
+                )
+            except (Conflict, NotFound):
+                continue
+            self.publish_state(conversation)
+            closed += 1
+        if closed:
+            log.info("closed %d idle robot conversations", closed)
+        return closed
+
+    def watch_session(self, peer: Peer, token: str) -> None:
+        self._console_sessions[peer] = token
+
+    def unwatch_session(self, peer: Peer) -> None:
+        self._console_sessions.pop(peer, None)
+
+    def drop_revoked_sessions(self) -> int:
+        """Close console sockets whose session has ended: signed out, expired,
+        password reset or account disabled, from this process or another."""
+        dropped = 0
+        for peer, token in list(self._console_sessions.items()):
+            session = self.store.get_session(token)
+            account = (
+                None if session is None else self.store.get_account(session["username"])
+            )
+            if account is None or account.disabled or account.must_change_password:
+                self._console_sessions.pop(peer, None)
+                peer.drop(4401, "signed out")
+                dropped += 1
+        return dropped
 
     async def sign_out_agent(self, username: str) -> None:
         """Close every console socket of an agent whose sessions just ended."""

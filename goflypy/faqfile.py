@@ -2,8 +2,11 @@
 
 Columns (JSON keys or the CSV header): ``faq_id``, ``question``, ``answer``,
 ``alternatives`` (a JSON list of strings, or a ``|``-separated string in CSV),
-``category`` and optionally ``updated``. Only ``faq_id`` and ``question`` are
-required. Every problem raises ValueError naming the file and line number.
+``category`` and optionally ``updated``. ``faq_id`` and ``question`` are
+required (an entry without an answer is matched but never answered: the
+robot hands its questions to a human); texts have upper limits
+(``entry_problem``). Every problem raises ValueError naming the file and
+line number.
 """
 
 from __future__ import annotations
@@ -17,6 +20,11 @@ from typing import Any
 
 from .models import FaqEntry
 
+MAX_ID_CHARS = 64
+MAX_CATEGORY_CHARS = 40
+MAX_QUESTION_CHARS = 200
+MAX_ANSWER_CHARS = 2000
+MAX_ALTERNATIVES = 50
 COLUMNS = ("faq_id", "question", "answer", "alternatives", "category", "updated")
 _JSONL = (".jsonl", ".ndjson")
 _CSV = (".csv",)
@@ -59,7 +67,7 @@ def write_faq_file(path: Path, entries: list[FaqEntry]) -> None:
         for entry in entries:
             record = _record(entry)
             record["alternatives"] = "|".join(entry.alternatives)
-            writer.writerow(record)
+            writer.writerow({name: _to_cell(value) for name, value in record.items()})
         path.write_text(buffer.getvalue(), encoding="utf-8-sig")
     else:
         raise ValueError(
@@ -94,6 +102,23 @@ def _jsonl_rows(path: Path, text: str) -> Iterator[tuple[int, dict[str, Any]]]:
         yield number, row
 
 
+# A spreadsheet runs a cell that starts like a formula; exported cells get
+# a leading apostrophe, which import takes off again.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _to_cell(value: Any) -> Any:
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
+def _from_cell(value: Any) -> Any:
+    if isinstance(value, str) and value[1:2] and value[1:].startswith(_FORMULA_START):
+        return value[1:] if value.startswith("'") else value
+    return value
+
+
 def _csv_rows(path: Path, text: str) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield (starting line number, row) for each CSV record after the header."""
     reader = csv.DictReader(io.StringIO(text, newline=""))
@@ -110,7 +135,7 @@ def _csv_rows(path: Path, text: str) -> Iterator[tuple[int, dict[str, Any]]]:
                 for value in row.values()
                 if isinstance(value, str)
             ):
-                yield start, row
+                yield start, {name: _from_cell(value) for name, value in row.items()}
             start = reader.line_num + 1
     except csv.Error as error:
         raise ValueError(f"{path}:{reader.line_num}: bad CSV: {error}") from None
@@ -121,19 +146,44 @@ def _entry(path: Path, line: int, row: dict[str, Any]) -> FaqEntry:
     where = f"{path}:{line}"
     faq_id = _text(row.get("faq_id"), where, "faq_id").strip()
     question = _text(row.get("question"), where, "question").strip()
+    answer = _text(row.get("answer"), where, "answer").strip()
     if not faq_id:
         raise ValueError(f"{where}: missing faq_id")
     if not question:
         raise ValueError(f"{where}: missing question")
-
-    return FaqEntry(
+    entry = FaqEntry(
         faq_id=faq_id,
         question=question,
-        answer=_text(row.get("answer"), where, "answer").strip(),
+        answer=answer,
         alternatives=_alternatives(row.get("alternatives"), where),
         category=_text(row.get("category"), where, "category").strip(),
         updated=_updated(row.get("updated"), where),
     )
+    problem = entry_problem(entry)
+    if problem:
+        raise ValueError(f"{where}: {problem}")
+    return entry
+
+
+def entry_problem(entry: FaqEntry) -> str | None:
+    """What makes an entry too big to keep, or None.
+
+    Long texts would slow every rebuild of the index and every answer;
+    the limits leave room for any real FAQ.
+    """
+    for name, value, most in (
+        ("faq_id", entry.faq_id, MAX_ID_CHARS),
+        ("question", entry.question, MAX_QUESTION_CHARS),
+        ("answer", entry.answer, MAX_ANSWER_CHARS),
+        ("category", entry.category, MAX_CATEGORY_CHARS),
+    ):
+        if len(value) > most:
+            return f"{name} is longer than {most} characters"
+    if len(entry.alternatives) > MAX_ALTERNATIVES:
+        return f"more than {MAX_ALTERNATIVES} alternatives"
+    if any(len(text) > MAX_QUESTION_CHARS for text in entry.alternatives):
+        return f"an alternative is longer than {MAX_QUESTION_CHARS} characters"
+    return None
 
 
 def _text(value: Any, where: str, name: str) -> str:

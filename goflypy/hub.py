@@ -1,7 +1,7 @@
 """Who is connected, and fan-out to them. Knows no sockets.
 
 A ``Peer`` is anything with a non-blocking ``send(text, seq)`` that queues
-one encoded frame (``seq`` is set for a visitor's conversation messages)
+one encoded frame (``seq`` is set for conversation messages)
 and returns False when the peer is over its budget (the peer then closes
 itself). The hub encodes each frame once, however many peers receive it,
 and one peer's failure never stops a fan-out.
@@ -117,7 +117,8 @@ class Hub:
             peers = [peer for group in self._agents.values() for peer in group]
         if not peers:
             return 0
-        return _fan_out(peers, encode(frame))
+        seq = frame["seq"] if frame.get("type") == "message" else None
+        return _fan_out(peers, encode(frame), seq)
 
     def agent_peers(self, username: str) -> list[Peer]:
         """The open console sockets of one agent."""

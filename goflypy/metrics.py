@@ -33,6 +33,8 @@ BACKLOG_SCAN_LIMIT = 10_000
 BACKLOG_EVERY_S = 60.0
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
 RTT_BUCKETS = (0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+SOCKET_KINDS = ("visitor", "agent")
+DROP_REASONS = ("queue_full", "dead")
 
 
 class Metrics:
@@ -58,6 +60,12 @@ class Metrics:
             "goflypy_messages_received",
             "Chat messages accepted from visitors and agents",
             ["sender"],
+            registry=registry,
+        )
+        self.messages_out = Counter(
+            "goflypy_messages_sent",
+            "Chat messages queued to sockets, replays after a reconnect included",
+            ["kind"],
             registry=registry,
         )
         self.dropped = Counter(
@@ -91,6 +99,15 @@ class Metrics:
             buckets=RTT_BUCKETS,
             registry=registry,
         )
+        # Every series exists from the start: a scraper sees 0, not nothing.
+        for kind in SOCKET_KINDS:
+            self.frames_in.labels(kind)
+            self.frames_out.labels(kind)
+            self.messages_in.labels(kind)
+            self.messages_out.labels(kind)
+            self.store_wait.labels(kind)
+        for reason in DROP_REASONS:
+            self.dropped.labels(reason)
         self._state = _StateCollector()
         registry.register(self._state)
 
@@ -128,7 +145,7 @@ class _StateCollector(Collector):
         online = GaugeMetricFamily(
             "goflypy_online", "People with at least one open socket", labels=["kind"]
         )
-        for kind in ("visitor", "agent"):
+        for kind in SOCKET_KINDS:
             sockets.add_metric([kind], counts[f"{kind}_sockets"])
             online.add_metric([kind], counts[f"{kind}s"])
         yield sockets

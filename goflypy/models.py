@@ -30,6 +30,8 @@ class Visitor:
     user_agent: str = ""
     conversation_id: str = ""
     conversations: int = 0
+    # Set once the shop's backend vouched for this shopper (goflypy/identity.py).
+    shopper_id: str = ""
 
 
 @dataclass(slots=True)

@@ -12,6 +12,7 @@ from typing import Any
 
 from .config import Config
 from .errors import GoflyError, WrongKey
+from .runlock import ServerLock
 from .store import Store
 from .store.backup import backup, check_store, restore
 from .store.crypto import (
@@ -68,11 +69,13 @@ def cmd_backup(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_restore(args: argparse.Namespace, config: Config) -> int:
-    moved = restore(Path(args.src), config.data_path, force=args.force)
-    if moved is not None:
-        print(f"the previous store was moved to {moved}")
-    with Store.from_config(config) as store:
-        report = check_store(store)
+    # A server still running would keep writing to the store moved aside.
+    with ServerLock(config.data_path):
+        moved = restore(Path(args.src), config.data_path, force=args.force)
+        if moved is not None:
+            print(f"the previous store was moved to {moved}")
+        with Store.from_config(config) as store:
+            report = check_store(store)
     print(f"restored {args.src} into {config.data_path}")
     _print(report)
     return 0 if report["ok"] else 1

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import aiohttp_jinja2
 import jinja2
-from aiohttp import web
+from aiohttp import ClientPayloadError, web
 from aiohttp.typedefs import Middleware
 
 from . import __version__
@@ -17,7 +17,7 @@ from .archiver import Archiver
 from .config import Config
 from .desk import Desk
 from .errors import GoflyError
-from .handlers import agent, ops, visitor, ws
+from .handlers import agent, kb, ops, visitor, ws
 from .handlers.common import (
     APP_CONFIG,
     APP_DESK,
@@ -29,15 +29,19 @@ from .handlers.common import (
 )
 from .handlers.sockets import SocketPeer
 from .hub import Hub
+from .kb import KnowledgeBase
 from .log import server as log
 from .metrics import APP_METRICS, Metrics
 from .nlp import Robot, Thresholds
 from .proxy import TrustedProxies, real_ip_middleware
+from .runlock import ServerLock
 from .store import Store
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 FAQ_POLL_S = 1.0
 GIL_SWITCH_S = 0.0005
+# How often open console sockets are checked against their sessions.
+SESSION_CHECK_S = 3.0
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -45,6 +49,13 @@ def static_dir() -> Path:
     """Installed wheels carry static/ inside the package; a checkout has it beside."""
     packaged = PACKAGE_DIR / "static"
     return packaged if packaged.is_dir() else PACKAGE_DIR.parent / "static"
+
+
+async def _favicon(_request: web.Request) -> web.FileResponse:
+    """Browsers ask for /favicon.ico on pages that name no icon."""
+    return web.FileResponse(
+        static_dir() / "favicon.svg", headers={"Content-Type": "image/svg+xml"}
+    )
 
 
 def make_robot(config: Config) -> Robot:
@@ -80,6 +91,10 @@ async def error_middleware(
         return _error_response(request, exc.status, exc.code, exc.message)
     except asyncio.CancelledError:
         raise
+    except (ConnectionError, ClientPayloadError) as exc:
+        # The client went away in the middle of its request: nothing to fix.
+        log.debug("client left during %s %s: %r", request.method, request.path, exc)
+        return _error_response(request, 400, "bad_request", "请求未完整发送")
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return _error_response(request, 500, "server_error", "服务器内部错误")
@@ -137,29 +152,39 @@ async def headers_middleware(
 
 async def _open_store(app: web.Application) -> AsyncIterator[None]:
     config = app[APP_CONFIG]
-    store = await asyncio.to_thread(Store.from_config, config)
+    lock = ServerLock(config.data_path)
+    lock.acquire()
+    try:
+        store = await asyncio.to_thread(Store.from_config, config)
+    except BaseException:
+        lock.release()
+        raise
     robot = make_robot(config)
-    entries = store.list_faq()
-
-    def load() -> None:
-        robot.warm_up()
-        robot.rebuild(entries)
-
-    await asyncio.to_thread(load)
-    log.info("FAQ index loaded: %d entries", len(entries))
+    knowledge = KnowledgeBase(store, robot)
+    count = await asyncio.to_thread(knowledge.prepare_blocking)
+    log.info("FAQ index loaded: %d entries", count)
     app[APP_DESK] = desk = Desk(config, store, Hub(), robot)
-    watcher = asyncio.get_running_loop().create_task(_follow_faq_imports(store, robot))
+    app[kb.APP_KB] = knowledge
+    knowledge.start()
+    loop = asyncio.get_running_loop()
+    watcher = loop.create_task(_follow_faq_imports(store, knowledge))
+    sweeper = loop.create_task(_close_idle_robot_conversations(desk, config))
+    guard = loop.create_task(_drop_revoked_sessions(desk))
     archiver = Archiver(
         store, config, lambda c: desk.hub.is_visitor_online(c.visitor_id)
     ).start()
     yield
     watcher.cancel()
+    sweeper.cancel()
+    guard.cancel()
+    await knowledge.stop()
     await archiver.stop()
     await app[APP_DESK].drain_robot()
     await asyncio.to_thread(store.close)
+    lock.release()
 
 
-async def _follow_faq_imports(store: Store, robot: Robot) -> None:
+async def _follow_faq_imports(store: Store, knowledge: KnowledgeBase) -> None:
     """Rebuild the index when `goflypy faq import` changed the FAQ meanwhile."""
     seen = store.get_meta("faq_changed")
     while True:
@@ -168,13 +193,41 @@ async def _follow_faq_imports(store: Store, robot: Robot) -> None:
             stamp = store.get_meta("faq_changed")
             if stamp != seen:
                 seen = stamp
-                entries = store.list_faq()
-                await asyncio.to_thread(robot.rebuild, entries)
-                log.info("FAQ index rebuilt after import: %d entries", len(entries))
+                await knowledge.request_rebuild()
+                log.info("FAQ index rebuilt after import")
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("FAQ index rebuild failed")
+
+
+async def _drop_revoked_sessions(desk: Desk) -> None:
+    """A password reset or disabled account from the command line (another
+    process) ends that agent's open consoles within a few seconds."""
+    while True:
+        await asyncio.sleep(SESSION_CHECK_S)
+        try:
+            desk.drop_revoked_sessions()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("checking console sessions failed")
+
+
+async def _close_idle_robot_conversations(desk: Desk, config: Config) -> None:
+    idle_ms = int(config.robot_idle_close_minutes * 60_000)
+    if idle_ms <= 0:
+        return
+    # Check a few times per idle period, at most once a minute.
+    every_s = min(60.0, idle_ms / 4000)
+    while True:
+        await asyncio.sleep(every_s)
+        try:
+            await desk.close_idle_robot_conversations(idle_ms)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("closing idle robot conversations failed")
 
 
 async def _close_sockets(app: web.Application) -> None:
@@ -229,10 +282,36 @@ def make_app(config: Config) -> web.Application:
     app.router.add_post("/console/logout", agent.logout)
     app.router.add_get("/console/password", agent.password_form)
     app.router.add_post("/console/password", agent.password_submit)
+    _add_kb_routes(app)
     app.router.add_get("/ws/visitor", ws.visitor_ws)
     app.router.add_get("/ws/agent", ws.agent_ws)
+    app.router.add_get("/favicon.ico", _favicon)
     app.router.add_static("/static/", static_dir(), append_version=False)
     return app
+
+
+def _add_kb_routes(app: web.Application) -> None:
+    """The knowledge-base admin pages and API, and agents' suggestions."""
+    router = app.router
+    router.add_get("/console/kb", kb.kb_page)
+    router.add_get("/api/kb/entries", kb.list_entries)
+    router.add_post("/api/kb/entries", kb.create_entry)
+    router.add_get("/api/kb/entries/{faq_id}", kb.get_entry)
+    router.add_put("/api/kb/entries/{faq_id}", kb.update_entry)
+    router.add_delete("/api/kb/entries/{faq_id}", kb.delete_entry)
+    router.add_post("/api/kb/try", kb.try_robot)
+    router.add_get("/api/kb/status", kb.status)
+    router.add_get("/api/kb/vocabulary", kb.list_vocabulary)
+    router.add_post("/api/kb/synonyms", kb.put_synonyms)
+    router.add_delete("/api/kb/synonyms/{canonical}", kb.delete_synonyms)
+    router.add_post("/api/kb/words", kb.put_word)
+    router.add_delete("/api/kb/words/{word}", kb.delete_word)
+    router.add_get("/api/kb/export", kb.export_entries)
+    router.add_post("/api/kb/import", kb.import_entries)
+    router.add_get("/api/kb/unanswered", kb.list_unanswered)
+    router.add_post("/api/kb/unanswered/{key}/adopt", kb.adopt_unanswered)
+    router.add_delete("/api/kb/unanswered/{key}", kb.dismiss_unanswered)
+    router.add_get("/api/console/suggestions", kb.suggestions)
 
 
 def run(
@@ -259,7 +338,7 @@ def run(
     app.on_startup.append(announce)
     # The store's writer thread needs the GIL for a moment per commit; at the
     # default 5 ms switch interval it queues behind a busy event loop and
-    # every acknowledgement waits (issue 5: p99 at 1,000 msg/s fell from
+    # every acknowledgement waits (in bench/load: p99 at 1,000 msg/s fell from
     # about 375 ms to under 100 ms at 0.5 ms).
     sys.setswitchinterval(GIL_SWITCH_S)
     web.run_app(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,43 @@ def lexicon() -> Lexicon:
     lexicon = Lexicon()
     lexicon.warm_up()
     return lexicon
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Debian's Chromium driven by Playwright, one per test module."""
+    from tests.browser_support import CHROMIUM_ARGS, require_chromium
+
+    sync_api = pytest.importorskip("playwright.sync_api")
+    executable = require_chromium()
+    with sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=executable, args=CHROMIUM_ARGS
+        )
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def new_page(browser: Any) -> Iterator[Callable[[], Any]]:
+    """Pages in separate contexts (own storage and cookies). Any dialog
+    fails the test: only text run as HTML would open one."""
+    contexts = []
+    dialogs: list[str] = []
+
+    def make() -> Any:
+        context = browser.new_context(locale="zh-CN")
+        contexts.append(context)
+        page = context.new_page()
+        page.on(
+            "dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss())
+        )
+        return page
+
+    yield make
+    for context in contexts:
+        context.close()
+    assert dialogs == [], "a text was run as HTML"
 
 
 @pytest.fixture

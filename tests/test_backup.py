@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -189,3 +191,178 @@ def test_command_line_keys_init_rotate_and_archive_run(tmp_path: Path) -> None:
     checked = goflypy("check", *common, *env_args)
     assert checked.returncode == 0, checked.stderr
     assert json.loads(checked.stdout)["key_versions"] == [1, 2]
+
+
+# Backup of a real server taking writes
+
+
+TTL_S = 0.5
+STYLES = ("steady", "steady", "napper", "napper", "napper", "leaver")
+
+
+async def _shop(
+    session: Any,
+    url: str,
+    name: str,
+    acks: dict[str, int],
+    stop: asyncio.Event,
+    style: str,
+    left: asyncio.Future[str],
+) -> str:
+    """Send until stopped, recording every ack; returns the visitor token.
+
+    A "steady" shopper writes all along; a "napper" goes quiet past the TTL
+    now and then, so the archiver takes its conversation and its return
+    restores it; a "leaver" writes one burst and stays away (archived)."""
+    token = None
+    sent = 0
+    while not stop.is_set():
+        async with session.ws_connect(url) as ws:
+            await ws.send_json({"type": "hello", "visitor_token": token, "last_seq": 0})
+            while True:
+                frame = await ws.receive_json(timeout=10)
+                if frame["type"] == "welcome":
+                    token = frame["visitor_token"]
+                    break
+            burst = random.randint(10, 30)
+            while not stop.is_set() and (style == "steady" or burst > 0):
+                burst -= 1
+                sent += 1
+                client_id = f"{name}-{sent}"
+                await ws.send_json(
+                    {"type": "message", "client_id": client_id, "text": f"备份{sent}"}
+                )
+                while True:
+                    frame = await ws.receive_json(timeout=10)
+                    if frame["type"] == "ack":
+                        acks[client_id] = frame["seq"]
+                        break
+                    assert frame["type"] != "error", frame
+                await asyncio.sleep(0.005)
+        if style == "leaver":
+            assert token is not None
+            left.set_result(token)
+            await stop.wait()
+        elif style == "napper" and not stop.is_set():
+            await asyncio.sleep(TTL_S * random.uniform(2.5, 4))
+    assert token is not None
+    return token
+
+
+async def _until_archived(data: Path, token: str) -> None:
+    """Wait until the running server has archived this visitor's conversation
+    (read from this process: LMDB serves several processes at once)."""
+    with Store(data) as live:
+        for _ in range(300):
+            visitor = live.find_visitor(token)
+            if visitor and live.archive_entry(visitor.conversation_id):
+                return
+            await asyncio.sleep(0.1)
+    raise AssertionError("the server archived nothing")
+
+
+@pytest.mark.timeout(180)
+async def test_backup_of_a_running_server_under_writes_restores_consistent(
+    tmp_path: Path,
+) -> None:
+    """`goflypy backup` while a real server (a subprocess) stores messages
+    and archives: the restored copy passes the check, every conversation
+    runs 1..last_seq with no message twice, and every message acknowledged
+    before the backup began is in it with its acknowledged seq."""
+    import aiohttp
+
+    from tests.test_crash import free_port, wait_healthy
+
+    data, dest, back = tmp_path / "data", tmp_path / "bk", tmp_path / "back"
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    args = [
+        "serve",
+        "--data-dir",
+        str(data),
+        "--port",
+        str(port),
+        "--welcome-text",
+        "",
+        "--archive-after-hours",
+        str(TTL_S / 3600),
+        "--archive-interval-s",
+        "0.1",
+        "--visitor-rate-per-min",
+        "1000000",
+        "--ip-rate-per-min",
+        "1000000",
+        "--frames-per-s",
+        "1000",
+        "--log-level",
+        "warning",
+    ]
+    log_file = (tmp_path / "server.log").open("w")
+    server = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "goflypy",
+        *args,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=log_file,
+    )
+    acks: dict[str, int] = {}
+    stop = asyncio.Event()
+    left: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    try:
+        async with aiohttp.ClientSession() as session:
+            await wait_healthy(session, base)
+            url = base.replace("http", "ws") + "/ws/visitor"
+            shoppers = [
+                asyncio.ensure_future(
+                    _shop(session, url, f"s{i}", acks, stop, style, left)
+                )
+                for i, style in enumerate(STYLES)
+            ]
+            # Let conversations be written, then archived and written again.
+            while len(acks) < 300:
+                await asyncio.wait(shoppers, timeout=0.05)
+                for task in shoppers:
+                    if task.done():
+                        task.result()  # a shopper failed: say why
+            await _until_archived(data, await asyncio.wait_for(left, 30))
+            before_backup = dict(acks)
+            made = await asyncio.to_thread(
+                goflypy, "backup", str(dest), "--data-dir", str(data)
+            )
+            during = len(acks) - len(before_backup)
+            await asyncio.sleep(0.3)
+            stop.set()
+            tokens = await asyncio.gather(*shoppers)
+        assert made.returncode == 0, made.stderr
+    finally:
+        stop.set()
+        server.terminate()
+        await asyncio.wait_for(server.wait(), 30)
+        log_file.close()
+    assert during > 0, "the backup ran while no message was stored"
+
+    restored = await asyncio.to_thread(
+        goflypy, "restore", str(dest), "--data-dir", str(back)
+    )
+    assert restored.returncode == 0, restored.stdout + restored.stderr
+    with Store(back) as copy:
+        report = check_store(copy)
+        assert report["ok"], report["problems"]
+        assert report["archived_conversations"] > 0
+        everything: dict[str | None, int] = {}
+        for token in tokens:
+            visitor = copy.find_visitor(token)
+            assert visitor is not None
+            cid = visitor.conversation_id
+            conversation = copy.read_conversation(cid)
+            assert conversation is not None
+            messages = copy.read_messages(cid)
+            assert [m.seq for m in messages] == list(
+                range(1, conversation.last_seq + 1)
+            )
+            ids = [m.client_id for m in messages if m.sender == "visitor"]
+            assert len(ids) == len(set(ids)), "a message is in the backup twice"
+            everything.update({m.client_id: m.seq for m in messages})
+        for client_id, seq in before_backup.items():
+            assert everything.get(client_id) == seq, f"acked {client_id} not in it"

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 from aiohttp.test_utils import TestClient
 
-from tests.conftest import desk_of
+from tests.conftest import add_agent, desk_of, sign_in
 
 FAQ_JSONL = [
     {
@@ -39,6 +40,12 @@ def goflypy(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess
         timeout=120,
         check=False,
     )
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def write_faq(path: Path) -> Path:
@@ -91,9 +98,66 @@ def test_user_add_refuses_weak_passwords(tmp_path: Path) -> None:
     assert ok.returncode == 0, ok.stderr
 
 
+def test_user_disable_signs_out_and_enable_restores(tmp_path: Path) -> None:
+    data = ("--data-dir", str(tmp_path))
+    assert goflypy("init", *data).returncode == 0
+    last = goflypy("user", "disable", "admin", *data)
+    assert last.returncode == 1 and "last enabled admin" in last.stderr
+    added = goflypy(
+        "user", "add", "zoe", "--password-stdin", *data, stdin="Zoe-strong-pass\n"
+    )
+    assert added.returncode == 0, added.stderr
+    assert goflypy("user", "disable", "zoe", *data).returncode == 0
+    assert "zoe\tagent\tzoe (disabled)" in goflypy("user", "list", *data).stdout
+    assert goflypy("user", "enable", "zoe", *data).returncode == 0
+    assert "(disabled)" not in goflypy("user", "list", *data).stdout
+    missing = goflypy("user", "disable", "nobody", *data)
+    assert missing.returncode == 1 and "no account" in missing.stderr
+
+
+async def test_a_disabled_agent_cannot_sign_in(client: TestClient) -> None:
+    await add_agent(client, "amy")
+    store = desk_of(client).store
+    account = store.get_account("amy")
+    assert account is not None
+    account.disabled = True
+    await store.put_account(account, create=False)
+    response = await sign_in(client, "amy")
+    assert response.status == 401
+    assert "gofly_session" not in response.cookies
+
+
+def test_a_mistyped_data_dir_is_refused_not_created(tmp_path: Path) -> None:
+    missing = tmp_path / "typo"
+    for command in (("check",), ("user", "list"), ("robot", "ask", "运费")):
+        result = goflypy(*command, "--data-dir", str(missing))
+        assert result.returncode == 1 and "no data directory" in result.stderr
+    assert not missing.exists()
+
+
+def test_user_add_without_a_terminal_says_how(tmp_path: Path) -> None:
+    assert goflypy("init", "--data-dir", str(tmp_path)).returncode == 0
+    result = goflypy("user", "add", "zoe", "--data-dir", str(tmp_path), stdin="")
+    assert result.returncode == 1 and "--password-stdin" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_an_empty_file_never_replaces_the_faq(tmp_path: Path) -> None:
+    data = ("--data-dir", str(tmp_path))
+    faq = write_faq(tmp_path / "faq.jsonl")
+    assert goflypy("faq", "import", str(faq), *data).returncode == 0
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n", encoding="utf-8")
+    refused = goflypy("faq", "import", str(empty), "--replace", *data)
+    assert refused.returncode == 1 and "no FAQ entries" in refused.stderr
+    kept = json.loads(goflypy("robot", "ask", "樱桃怎么保存", "--json", *data).stdout)
+    assert kept["faq_id"] == "cherry"
+
+
 def test_faq_import_then_robot_ask(tmp_path: Path) -> None:
     faq = write_faq(tmp_path / "faq.jsonl")
     data = str(tmp_path / "data")
+    assert goflypy("init", "--data-dir", data).returncode == 0
     imported = goflypy("faq", "import", str(faq), "--data-dir", data)
     assert imported.returncode == 0, imported.stderr
     assert "imported 2" in imported.stdout
@@ -162,3 +226,23 @@ async def test_running_server_follows_an_import(
             break
         await asyncio.sleep(0.1)
     assert desk.robot.decide("车厘子怎么保存").faq_id == "cherry"
+
+
+async def test_restore_and_a_second_server_refuse_a_served_data_dir(
+    client: TestClient, tmp_path: Path
+) -> None:
+    data_dir = str(desk_of(client).config.data_path)
+    backup_dir = str(tmp_path / "backup")
+    taken = await asyncio.to_thread(
+        goflypy, "backup", backup_dir, "--data-dir", data_dir
+    )
+    assert taken.returncode == 0, taken.stderr
+    restored = await asyncio.to_thread(
+        goflypy, "restore", backup_dir, "--force", "--data-dir", data_dir
+    )
+    assert restored.returncode == 1 and "stop it first" in restored.stderr
+    assert not list(Path(data_dir).glob("replaced-*"))  # nothing was moved
+    second = await asyncio.to_thread(
+        goflypy, "serve", "--port", str(free_port()), "--data-dir", data_dir
+    )
+    assert second.returncode == 1 and "stop it first" in second.stderr

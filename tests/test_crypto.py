@@ -12,11 +12,13 @@ import pytest
 from goflypy.errors import CorruptData, WrongKey
 from goflypy.models import Message
 from goflypy.store import Store
+from goflypy.store.backup import check_store
 from goflypy.store.crypto import (
     Codec,
     CryptographySm4Gcm,
     GmsslSm4Gcm,
     Keyring,
+    Sm4Gcm,
     load_keyring,
     parse_keys,
     version_of,
@@ -167,3 +169,167 @@ async def test_rotation_keeps_old_data_readable_and_reseals_it(
     # insists on every version it has recorded, so nothing is silently lost.
     with pytest.raises(WrongKey):
         Store(tmp_path, keyring=Keyring({2: rotated.keys[2]}, "test"))
+
+
+@pytest.mark.parametrize(
+    ("writer", "reader"),
+    [(GmsslSm4Gcm, CryptographySm4Gcm), (CryptographySm4Gcm, GmsslSm4Gcm)],
+    ids=["gmssl-then-cryptography", "cryptography-then-gmssl"],
+)
+async def test_each_backend_reads_the_others_store_and_archive(
+    tmp_path: Path, writer: type[Sm4Gcm], reader: type[Sm4Gcm]
+) -> None:
+    """The store and archive end to end with one backend forced, reopened
+    with the other: records, visitors, frames and key checks all open."""
+    one = parse_keys(KEY1, "test")
+    both = parse_keys(f"{KEY1}\n{KEY2}", "test")
+    texts = ["", "a", "草莓怎么保存？🍓", "x" * 17]
+
+    async def fill(store: Store, tag: str) -> tuple[str, str]:
+        visitor, _ = await store.create_visitor("app", f"https://shop/{tag}", "")
+        cid = visitor.conversation_id
+        for text in texts:
+            await store.append_message(cid, Message(cid, 0, 0, "visitor", text + tag))
+        other, _ = await store.create_visitor("web", "", "")
+        ocid = other.conversation_id
+        await store.append_message(ocid, Message(ocid, 0, 0, "agent", f"归档{tag}"))
+        keys = [bytes.fromhex(ocid)]
+        assert (await asyncio.to_thread(store.archive_blocking, keys)).archived == 1
+        return cid, ocid
+
+    def read_back(store: Store, cid: str, ocid: str, tag: str) -> None:
+        assert [m.text for m in store.list_messages(cid)] == [t + tag for t in texts]
+        conversation = store.get_conversation(cid)
+        assert conversation is not None
+        assert store.get_visitor(conversation.visitor_id).page == f"https://shop/{tag}"  # type: ignore[union-attr]
+        archived = store.read_archived(ocid)
+        assert archived is not None and archived[1][0].text == f"归档{tag}"
+
+    with Store(tmp_path, keyring=one, sm4=writer()) as store:
+        assert store.codec.backend.name == writer.name
+        first = await fill(store, "w")
+    with Store(tmp_path, keyring=both, sm4=reader()) as store:
+        assert store.codec.backend.name == reader.name
+        read_back(store, *first, "w")
+        second = await fill(store, "r")  # sealed under key 2 by the other side
+        assert await store.ensure_hot(first[1])
+        report = await asyncio.to_thread(check_store, store)
+        assert report["ok"], report["problems"]
+    with Store(tmp_path, keyring=both, sm4=writer()) as store:
+        read_back(store, *second, "r")
+        assert [m.text for m in store.list_messages(first[1])] == ["归档w"]
+        report = await asyncio.to_thread(check_store, store)
+        assert report["ok"], report["problems"]
+        assert report["records"]["visitors"] == 4
+
+
+async def test_visitor_records_are_sealed_and_old_plain_ones_resealed(
+    tmp_path: Path,
+) -> None:
+    page = "https://shop.example/member/13800138000"
+    with Store(tmp_path) as store:
+        plain, _ = await store.create_visitor("web", page, "")
+    with Store(tmp_path, keyring=parse_keys(KEY1, "test")) as store:
+        assert store.get_visitor(plain.id).page == page  # type: ignore[union-attr]
+        fresh, _ = await store.create_visitor("web", "https://shop/vip/Z9Q7", "")
+        await store.touch_visitor(fresh.id, "app", "https://shop/vip/Z9Q7/2", "UA")
+
+        def sealed(visitor_id: str) -> bool:
+            with store.env.read() as txn:
+                raw = txn.get(bytes.fromhex(visitor_id), db=store.env.dbs["visitor"])
+                return version_of(raw) == 1
+
+        assert sealed(fresh.id) and not sealed(plain.id)
+        assert await asyncio.to_thread(store.reseal_blocking) >= 1
+        assert sealed(plain.id)
+        assert store.get_visitor(fresh.id).page == "https://shop/vip/Z9Q7/2"  # type: ignore[union-attr]
+    assert b"Z9Q7" not in (tmp_path / "lmdb" / "data.mdb").read_bytes()
+
+
+async def test_running_archiver_adopts_a_rotated_key_and_reencrypts(
+    tmp_path: Path,
+) -> None:
+    """`goflypy keys rotate` in another process while the store is open: the
+    archiver's next pass seals with the new key, re-encrypts hot records and
+    rewrites archive frames, current segment included."""
+    from goflypy.archiver import Archiver
+    from tests.conftest import make_config
+    from tests.test_backup import goflypy
+
+    key_file = tmp_path / "keys"
+    key_file.write_text(KEY1 + "\n", encoding="ascii")
+    key_file.chmod(0o600)
+    config_file = tmp_path / "goflypy.toml"
+    config_file.write_text(f'encryption_key_file = "{key_file}"\n', "utf-8")
+    config = make_config(
+        tmp_path, encryption_key_file=str(key_file), archive_after_hours=0
+    )
+    with Store.from_config(config) as store:
+        visitor, _ = await store.create_visitor("web", "", "")
+        cid = visitor.conversation_id
+        for i in range(3):
+            await store.append_message(cid, Message(cid, 0, 0, "visitor", f"旧{i}"))
+        other, _ = await store.create_visitor("web", "", "")
+        ocid = other.conversation_id
+        await store.append_message(ocid, Message(ocid, 0, 0, "visitor", "归档"))
+        await asyncio.to_thread(store.archive_blocking, [bytes.fromhex(ocid)])
+
+        rotated = await asyncio.to_thread(
+            goflypy,
+            "keys",
+            "rotate",
+            "--data-dir",
+            str(config.data_path),
+            "--config",
+            str(config_file),
+        )
+        assert rotated.returncode == 0, rotated.stderr
+        report = await Archiver(store, config).run_once()
+
+        assert store.codec.keyring is not None and store.codec.keyring.current == 2
+        assert report.resealed == 3 + 1 + 2  # messages, conversation, visitors
+        for name in ("conv", "msg", "visitor"):
+            with store.env.read() as txn:
+                versions = {
+                    version_of(v) for _k, v in txn.cursor(db=store.env.dbs[name])
+                }
+            assert versions == {2}, name
+        entry = store.archive_entry(ocid)
+        assert entry is not None and entry.key_version == 2
+        archived = store.read_archived(ocid)
+        assert archived is not None and archived[1][0].text == "归档"
+        await store.append_message(cid, Message(cid, 0, 0, "visitor", "新"))
+        assert [m.text for m in store.list_messages(cid)] == ["旧0", "旧1", "旧2", "新"]
+
+
+def test_serve_with_a_wrong_key_stops_at_once_and_writes_nothing(
+    tmp_path: Path,
+) -> None:
+    import subprocess
+    import sys
+
+    from tests.test_crash import free_port
+
+    data = tmp_path / "data"
+
+    def goflypy(key: str, *args: str) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "GOFLY_SM4_KEY": key}
+        return subprocess.run(
+            [sys.executable, "-m", "goflypy", *args, "--data-dir", str(data)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+            check=False,
+        )
+
+    assert goflypy(KEY1, "init").returncode == 0
+    before = {p: p.read_bytes() for p in data.rglob("*") if p.is_file()}
+    port = str(free_port())
+    refused = goflypy("1:" + "99" * 16, "serve", "--port", port)
+    assert refused.returncode == 1
+    assert "wrong key: version 1" in refused.stderr
+    after = {p: p.read_bytes() for p in data.rglob("*") if p.is_file()}
+    data_files = {p for p in after if p.name != "lock.mdb"}
+    assert data_files == {p for p in before if p.name != "lock.mdb"}
+    assert all(after[p] == before[p] for p in data_files)

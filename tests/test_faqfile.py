@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -106,3 +107,31 @@ def test_demo_faq_is_valid() -> None:
     for entry in entries:
         assert entry.answer and entry.category
         assert 2 <= len(entry.alternatives) <= 4
+
+
+def test_oversized_fields_are_refused_with_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "faq.jsonl"
+    rows = [
+        {"faq_id": "ok", "question": "运费怎么算", "answer": "满99包邮"},
+        {"faq_id": "big", "question": "问" * 201, "answer": "答"},
+    ]
+    path.write_text("\n".join(json.dumps(row) for row in rows), encoding="utf-8")
+    with pytest.raises(ValueError, match=r"faq\.jsonl:2: question is longer than 200"):
+        read_faq_file(path)
+    rows[1] = {"faq_id": "big", "question": "问", "answer": "答" * 2001}
+    path.write_text("\n".join(json.dumps(row) for row in rows), encoding="utf-8")
+    with pytest.raises(ValueError, match=r"answer is longer than 2000"):
+        read_faq_file(path)
+    rows[1] = {"faq_id": "big", "question": "问", "alternatives": ["又"] * 51}
+    path.write_text("\n".join(json.dumps(row) for row in rows), encoding="utf-8")
+    with pytest.raises(ValueError, match=r"more than 50 alternatives"):
+        read_faq_file(path)
+
+
+def test_csv_cells_never_run_as_spreadsheet_formulas(tmp_path: Path) -> None:
+    path = tmp_path / "faq.csv"
+    risky = FaqEntry("f1", '=HYPERLINK("http://x")', "-1 元？", ["@所有人"], "+")
+    write_faq_file(path, [risky])
+    text = path.read_text(encoding="utf-8-sig")
+    assert "'=HYPERLINK" in text and "'-1 元" in text
+    assert read_faq_file(path) == [risky]

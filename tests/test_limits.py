@@ -1,4 +1,5 @@
-"""Rate limits, trusted-proxy addresses and display cleaning, without sockets."""
+"""Rate limits, trusted-proxy addresses, display cleaning and frame layout,
+without sockets."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import pytest
 
 from goflypy.config import ConfigError
 from goflypy.display import clean, clean_frame, is_dirty
+from goflypy.handlers.sockets import _text_frame
 from goflypy.hub import encode
 from goflypy.limits import RateLimiter, TokenBucket
 from goflypy.proxy import TrustedProxies
@@ -81,3 +83,20 @@ def test_encode_cleans_only_what_needs_it() -> None:
     assert encode({"text": "a\u202eb\x01c"}) == '{"text":"abc"}'
     # A literal backslash-b is text, not a control character.
     assert encode({"text": "C:\\bin"}) == '{"text":"C:\\\\bin"}'
+
+
+@pytest.mark.parametrize("size", [0, 125, 126, 65535, 65536, 70000])
+def test_joined_frames_carry_their_length_as_rfc_6455_says(size: int) -> None:
+    text = "好" * (size // 3) + "x" * (size % 3)
+    frame = _text_frame(text)
+    assert frame[0] == 0x81  # final text frame
+    if size < 126:
+        header, length = 2, frame[1]
+    elif size < 65536:
+        header, length = 4, int.from_bytes(frame[2:4], "big")
+        assert frame[1] == 126
+    else:
+        header, length = 10, int.from_bytes(frame[2:10], "big")
+        assert frame[1] == 127
+    assert length == size == len(frame) - header
+    assert frame[header:].decode() == text

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -12,7 +14,11 @@ import pytest
 from goflypy.faqfile import read_faq_file
 from goflypy.models import FaqEntry
 from goflypy.nlp import Candidate, Decision, Robot, Thresholds, evaluate
+from goflypy.nlp.embed import Embedder, HashingEmbedder, token_features
+from goflypy.nlp.index import SparseIndex
 from goflypy.nlp.normalize import normalize_text
+from goflypy.nlp.rerank import KbStats, Matcher, fuse
+from goflypy.nlp.robot import _texts
 from goflypy.nlp.segment import Lexicon
 
 DEMO_FAQ = Path(__file__).parent.parent / "goflypy" / "data" / "demo_faq.jsonl"
@@ -312,3 +318,161 @@ def test_evaluate_runs_decide(robot: Robot) -> None:
     assert result["thresholds"] == {"answer": 0.6, "suggest": 0.4}
     assert "suggest" in result["definition"]
     json.dumps(result)
+
+
+# exact lexical index and second-stage scoring
+
+
+def test_sparse_index_ranks_by_exact_cosine() -> None:
+    index = SparseIndex()
+    index.add("a", [{"x": 0.6, "y": 0.8}, {"z": 1.0}])
+    index.add("b", [{"x": 1.0}])
+    hits = index.search({"x": 1.0}, 10)
+    assert [(faq_id, number) for faq_id, number, _ in hits] == [("b", 0), ("a", 0)]
+    assert [round(score, 6) for _, _, score in hits] == [1.0, 0.6]
+    assert index.search({"z": 0.5}, 10) == [("a", 1, 0.5)]
+    assert index.search({"unknown": 1.0}, 10) == []
+    assert index.search({}, 10) == []
+
+
+def test_sparse_index_replaces_and_forgets_rows() -> None:
+    index = SparseIndex()
+    index.add("a", [{"x": 1.0}])
+    index.add("a", [{"y": 1.0}])
+    assert index.search({"x": 1.0}, 10) == []
+    assert index.search({"y": 1.0}, 10) == [("a", 0, 1.0)]
+    index.remove("a")
+    index.remove("a")  # twice is harmless
+    assert index.search({"y": 1.0}, 10) == []
+    index.add("a", [{"y": 1.0}, {}])
+    assert index.search({"y": 1.0}, 10) == [("a", 0, 1.0)]
+
+
+def test_coverage_is_the_harmonic_mean_of_both_directions() -> None:
+    stats = KbStats()  # no documents: every word weighs the same
+    matcher = Matcher(stats, ["草莓", "保存", "冰箱"])
+    assert matcher.coverage(["草莓", "保存"]) == pytest.approx(0.8)
+    assert matcher.coverage(["草莓", "保存", "冰箱"]) == pytest.approx(1.0)
+    assert matcher.coverage(["运费"]) == 0.0
+    assert matcher.coverage([]) == 0.0
+    # A sound-alike word earns most of the credit, a shared character some.
+    assert Matcher(stats, ["冻结"]).coverage(["东结"]) == pytest.approx(0.9)
+    assert Matcher(stats, ["冻结"]).coverage(["冻住"]) == pytest.approx(0.25)
+
+
+def test_search_returns_the_best_of_every_entry(demo_robot: Robot) -> None:
+    state = demo_robot._state
+    lexicon = demo_robot.lexicon
+    for text in ["草莓怎么保存", "怎么保存", "运费怎么算", "水果坏了能退吗", "发票"]:
+        raw = lexicon.surface_tokens(text)
+        query = state.embedder.sparse([lexicon.canonical(word) for word in raw])
+        matcher = Matcher(state.stats, lexicon.content_words(raw))
+        brute = {}
+        for faq_id, texts in state.words.items():
+            for number, words in enumerate(texts):
+                entry = state.entries[faq_id]
+                row = state.embedder.sparse(lexicon.tokens(_texts(entry)[number]))
+                cosine = sum(
+                    weight * row.get(key, 0.0) for key, weight in query.items()
+                )
+                score = fuse(matcher.coverage(words), cosine)
+                brute[faq_id] = max(score, brute.get(faq_id, 0.0))
+        expected = sorted(brute.items(), key=lambda item: -item[1])[:3]
+        found = [(c.faq_id, c.score) for c in demo_robot.search(text)]
+        assert [faq_id for faq_id, _ in found] == [faq_id for faq_id, _ in expected]
+        assert [score for _, score in found] == pytest.approx(
+            [score for _, score in expected], abs=1e-3
+        )
+
+
+def test_features_carry_pinyin_per_character_and_word() -> None:
+    families = token_features(["运费", "怎么", "的", "算"])
+    assert families["w"] == ["运费", "怎么", "算"]
+    assert families["c"] == ["运", "费", "怎", "么", "算"]
+    assert families["a"] == ["运", "费", "怎", "么", "的", "算"]
+    assert families["b"] == ["运费", "费怎", "怎么", "么算"]
+    assert families["p"] == ["yun", "fei", "zen", "me", "suan"]
+    assert families["s"] == ["yunfei", "zenme"]
+
+
+@pytest.mark.parametrize(
+    ("text", "faq_id"),
+    [("运废怎么算", "shipping-fee"), ("怎么推款", "refund-how")],
+)
+def test_typos_still_reach_the_entry(demo_robot: Robot, text: str, faq_id: str) -> None:
+    assert faq_id in [c.faq_id for c in demo_robot.decide(text).candidates]
+
+
+def test_default_thresholds_suggest_for_a_vague_question(lexicon: Lexicon) -> None:
+    robot = Robot(lexicon=lexicon)
+    robot.rebuild(read_faq_file(DEMO_FAQ))
+    vague = robot.decide("怎么保存")
+    assert vague.action == "suggest"
+    assert all(c.faq_id.startswith("storage-") for c in vague.candidates)
+    clear = robot.decide("请问草莓怎么保存?")
+    assert (clear.action, clear.faq_id) == ("answer", "storage-strawberry")
+
+
+def test_saved_index_is_rebuilt_for_another_vocabulary(
+    tmp_path: Path, lexicon: Lexicon, caplog: pytest.LogCaptureFixture
+) -> None:
+    entries = read_faq_file(SMALL_FAQ)
+    first = Robot(thresholds=THRESHOLDS, index_dir=tmp_path / "index", lexicon=lexicon)
+    first.rebuild(entries)
+
+    extra = tmp_path / "synonyms.txt"
+    extra.write_text("草莓 莓莓果\n", encoding="utf-8")
+    shipped = Path(__file__).parent.parent / "goflypy" / "data" / "synonyms.txt"
+    edited = Lexicon(synonym_paths=[shipped, extra])
+    second = Robot(thresholds=THRESHOLDS, index_dir=tmp_path / "index", lexicon=edited)
+    with caplog.at_level(logging.INFO, logger="goflypy.nlp"):
+        second.rebuild(entries)
+    assert "FAQ index built" in caplog.text
+    assert second.decide("莓莓果怎么保存").faq_id == "strawberry"
+
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="goflypy.nlp"):
+        Robot(index_dir=tmp_path / "index", lexicon=edited).rebuild(entries)
+    assert "FAQ index loaded" in caplog.text
+
+
+class _PluggedEmbedder:
+    """Another embedder behind the interface: exercises the vector-index path."""
+
+    def __init__(self, lexicon: Lexicon) -> None:
+        self._inner = HashingEmbedder(lexicon, dim=256)
+        self.dim = self._inner.dim
+        self.calls = 0
+
+    def fit(self, texts: list[str]) -> None:
+        self._inner.fit(texts)
+
+    def add(self, texts: list[str]) -> None:
+        self._inner.add(texts)
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        self.calls += 1
+        return self._inner.embed(texts)
+
+    def state(self) -> dict[str, Any]:
+        return self._inner.state()
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self._inner.load_state(state)
+
+
+def test_a_plugged_embedder_searches_the_vector_index(lexicon: Lexicon) -> None:
+    class PluggedRobot(Robot):
+        def new_embedder(self) -> Embedder:
+            return _PluggedEmbedder(self.lexicon)
+
+    robot = PluggedRobot(thresholds=THRESHOLDS, lexicon=lexicon)
+    robot.rebuild(read_faq_file(DEMO_FAQ))
+    embedder = robot._state.embedder
+    assert isinstance(embedder, _PluggedEmbedder)
+    before = embedder.calls
+    decision = robot.decide("请问草莓怎么保存?")
+    assert (decision.action, decision.faq_id) == ("answer", "storage-strawberry")
+    assert embedder.calls == before + 1
+    assert robot.decide("今天天气怎么样").action == "handoff"
+    assert robot.decide("asdf").candidates == []

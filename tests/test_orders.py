@@ -9,10 +9,15 @@ import pytest
 from aiohttp import web
 
 from goflypy.orders import (
+    ASK_ID_REPLY,
+    NO_ENDPOINT_REPLY,
     SIGN_IN_REPLY,
     UNAVAILABLE_REPLY,
+    VERIFY_BY_HUMAN_REPLY,
     CircuitBreaker,
     OrderClient,
+    answer_order,
+    bare_order_id,
     extract_order_id,
 )
 
@@ -39,6 +44,50 @@ def test_no_order_id(text: str) -> None:
     assert extract_order_id(text) is None
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("SO-20240101-001", "SO-20240101-001"),
+        (" ab123456。", "AB123456"),
+        ("１２３４", "1234"),
+        ("12", None),
+        ("订单1234", None),
+        ("SO 1234", None),
+        ("草莓", None),
+    ],
+)
+def test_bare_order_ids(text: str, expected: str | None) -> None:
+    assert bare_order_id(text) == expected
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_breaker_half_opens_for_one_trial() -> None:
+    clock = FakeClock()
+    breaker = CircuitBreaker(2, 30.0, clock=clock)
+    breaker.record(False)
+    assert breaker.allow()
+    breaker.record(False)
+    assert not breaker.allow() and breaker.is_open()
+
+    clock.now += 30.0
+    assert breaker.allow()  # the one trial
+    assert not breaker.allow()  # others wait for its outcome
+    breaker.record(False)
+    assert not breaker.allow()
+
+    clock.now += 30.0
+    assert breaker.allow()
+    breaker.record(True)
+    assert breaker.allow() and breaker.allow() and not breaker.is_open()
+
+
 class ShopOrders:
     """A stand-in for a shop's order system, with switchable misbehaviour."""
 
@@ -52,9 +101,15 @@ class ShopOrders:
             await asyncio.sleep(2.0)
         if self.mode == "fail":
             return web.Response(status=500)
+        if self.mode == "other_owner":
+            return web.json_response({"status": "已发货", "shopper_id": "alice"})
+        if self.mode == "huge":
+            return web.json_response({"status": "已发货", "note": "x" * 70_000})
+        if self.mode == "no_status":
+            return web.json_response({"state": "已发货"})
         if request.query.get("shopper") != "alice":
             return web.Response(status=404)
-        body: dict[str, Any] = {"status": "已发货", "carrier": "顺丰"}
+        body: dict[str, Any] = {"status": "已发货", "carrier": "顺丰", "eta": None}
         return web.json_response(body)
 
 
@@ -87,10 +142,20 @@ async def test_unverified_shopper_is_never_looked_up(
 ) -> None:
     orders, url = shop
     client = OrderClient(url)
-    reply = await client.reply("SO-1", None)
+    reply = await answer_order(client, "SO-1", None, can_sign_in=True)
+    assert reply.text == SIGN_IN_REPLY and not reply.handoff
+    reply = await answer_order(client, "SO-1", None, can_sign_in=False)
+    assert reply.text == VERIFY_BY_HUMAN_REPLY and reply.handoff
+    reply = await answer_order(client, None, "alice", can_sign_in=True)
+    assert reply.text == ASK_ID_REPLY and not reply.handoff
     await client.close()
-    assert reply.text == SIGN_IN_REPLY and reply.handoff
     assert orders.calls == []
+
+
+async def test_no_endpoint_hands_off() -> None:
+    reply = await answer_order(None, "SO-1", "alice", can_sign_in=True)
+    assert reply.text == NO_ENDPOINT_REPLY and reply.handoff
+    assert reply.outcome == "no_endpoint"
 
 
 async def test_wrong_shopper_gets_no_order(shop: tuple[ShopOrders, str]) -> None:
@@ -99,19 +164,53 @@ async def test_wrong_shopper_gets_no_order(shop: tuple[ShopOrders, str]) -> None
     reply = await client.reply("SO-1", "mallory")
     await client.close()
     assert "已发货" not in reply.text and reply.handoff
-    assert reply.outcome == "none"
+    assert reply.outcome == "not_found"
+
+
+async def test_answer_naming_another_owner_is_not_shown(
+    shop: tuple[ShopOrders, str],
+) -> None:
+    orders, url = shop
+    orders.mode = "other_owner"
+    client = OrderClient(url)
+    reply = await client.reply("SO-1", "mallory")
+    await client.close()
+    assert "已发货" not in reply.text and reply.outcome == "not_found"
+
+
+@pytest.mark.parametrize("mode", ["huge", "no_status"])
+async def test_unusable_answers_are_failures(
+    shop: tuple[ShopOrders, str], mode: str
+) -> None:
+    orders, url = shop
+    orders.mode = mode
+    client = OrderClient(url, retries=0)
+    reply = await client.reply("SO-1", "alice")
+    await client.close()
+    assert reply.outcome == "unavailable" and reply.handoff
+    assert "已发货" not in reply.text
+
+
+async def test_template_renders_missing_and_null_fields_empty(
+    shop: tuple[ShopOrders, str],
+) -> None:
+    _orders, url = shop
+    client = OrderClient(url, template="{order_id}|{status}|{eta}|{nothing}")
+    reply = await client.reply("SO-1", "alice")
+    await client.close()
+    assert reply.text == "SO-1|已发货||"
 
 
 async def test_slow_endpoint_times_out(shop: tuple[ShopOrders, str]) -> None:
     orders, url = shop
     orders.mode = "slow"
     client = OrderClient(url, timeout_s=0.2, retries=1)
-    started = asyncio.get_running_loop().time()
     reply = await client.reply("SO-1", "alice")
     await client.close()
+    # Had the client waited, the endpoint would have answered with the order.
     assert reply.text == UNAVAILABLE_REPLY and reply.handoff
+    assert reply.outcome == "unavailable"
     assert len(orders.calls) == 2
-    assert asyncio.get_running_loop().time() - started < 1.5
 
 
 async def test_failing_endpoint_opens_the_breaker(
@@ -125,4 +224,5 @@ async def test_failing_endpoint_opens_the_breaker(
     reply = await client.reply("SO-1", "alice")
     await client.close()
     assert reply.outcome == "breaker_open"
+    assert reply.text == UNAVAILABLE_REPLY and reply.handoff
     assert len(orders.calls) == 2

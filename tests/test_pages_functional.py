@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import pytest
 from aiohttp.test_utils import TestClient
 
 from goflypy.auth import hash_password
+from goflypy.handlers import agent as agent_handlers
 from goflypy.handlers.common import CSRF_COOKIE
 from tests.conftest import AGENT_PASSWORD, add_agent, csrf_from, desk_of, sign_in
 
@@ -188,3 +192,71 @@ async def test_unknown_page_gets_the_styled_404(client: TestClient) -> None:
     response = await client.get("/no/such/page")
     assert response.status == 404
     assert "页面不存在" in await response.text()
+
+
+async def test_failed_sign_ins_lock_that_account_from_that_address_only(
+    client: TestClient,
+) -> None:
+    await add_agent(client, "amy")
+    await add_agent(client, "bob")
+    for _ in range(5):
+        assert (await sign_in(client, "amy", "wrong-password")).status == 401
+    assert (await sign_in(client, "amy", "wrong-password")).status == 429
+    # Even the right password waits now; a colleague at the same address does not.
+    assert (await sign_in(client, "amy")).status == 429
+    bob = await sign_in(client, "bob")
+    assert bob.status == 302 and bob.headers["Location"] == "/console"
+
+
+async def test_guessing_the_current_password_is_limited(client: TestClient) -> None:
+    await add_agent(client, "amy")
+    await sign_in(client, "amy")
+    statuses = []
+    for _ in range(6):
+        token = csrf_from(await (await client.get("/console/password")).text())
+        response = await client.post(
+            "/console/password",
+            data={
+                "current_password": "not-it",
+                "new_password": "Fresh-pass-2025",
+                "confirm_password": "Fresh-pass-2025",
+                "csrf_token": token,
+            },
+            allow_redirects=False,
+        )
+        statuses.append(response.status)
+    assert statuses == [400] * 5 + [429]
+
+
+async def test_the_icon_is_served(client: TestClient) -> None:
+    for path in ("/favicon.ico", "/static/favicon.svg"):
+        response = await client.get(path)
+        assert response.status == 200
+        assert response.headers["Content-Type"].startswith("image/svg+xml")
+        assert (await response.text()).startswith("<svg")
+
+
+async def test_the_password_form_states_the_rule_the_server_applies(
+    client: TestClient,
+) -> None:
+    await add_agent(client, "amy")
+    await sign_in(client, "amy")
+    html = await (await client.get("/console/password")).text()
+    assert 'minlength="10"' in html and "至少 10 个字符" in html
+
+
+async def test_a_trickling_body_times_out(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(agent_handlers, "FORM_READ_S", 0.5)
+    head = (
+        b"POST /console/login HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Content-Type: application/x-www-form-urlencoded\r\n"
+        b"Content-Length: 100\r\n\r\nu"
+    )
+    reader, writer = await asyncio.open_connection(client.host, client.port)
+    writer.write(head)
+    await writer.drain()
+    status_line = await asyncio.wait_for(reader.readline(), 10)
+    assert b" 408 " in status_line
+    writer.close()

@@ -4,12 +4,16 @@ presence with several devices, limits, hostile input, metrics."""
 from __future__ import annotations
 
 import asyncio
+import socket
 from typing import Any
 
 from aiohttp import ClientSession, WSMsgType
 from aiohttp.test_utils import TestClient
+from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import add_agent, desk_of, sign_in
+from goflypy.auth import new_account
+from goflypy.models import Message
+from tests.conftest import AGENT_PASSWORD, add_agent, desk_of, sign_in
 from tests.realtime_support import StalledClient, TcpProxy
 from tests.test_ws_functional import TIMEOUT, hello, origin, recv, recv_message
 
@@ -46,6 +50,14 @@ async def closed_code(ws: Any) -> int | None:
         msg = await asyncio.wait_for(ws.receive(), TIMEOUT)
         if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSED, WSMsgType.CLOSING):
             return ws.close_code
+
+
+async def outcome(ws: Any) -> dict[str, Any]:
+    """The next ack or error frame, skipping everything else."""
+    frame = await recv(ws)
+    while frame["type"] not in ("ack", "error"):
+        frame = await recv(ws)
+    return frame
 
 
 def metric(client: TestClient, name: str, **labels: str) -> float:
@@ -94,6 +106,102 @@ async def test_a_client_that_stops_reading_is_dropped_and_delays_nobody(
     stalled.close()
     # Everything sent to the stalled visitor stays stored for its reconnect.
     assert len(desk.store.list_messages(stalled_conversation)) >= 9
+
+
+async def text_at(ws: Any, seq: int) -> str | None:
+    """The text of message ``seq``, or None when the socket closes first."""
+    while True:
+        msg = await asyncio.wait_for(ws.receive(), TIMEOUT)
+        if msg.type != WSMsgType.TEXT:
+            return None
+        frame = msg.json()
+        if frame["type"] == "message" and frame["seq"] == seq:
+            return str(frame["text"])
+
+
+async def test_a_write_error_on_one_socket_never_stops_a_fan_out(
+    client: TestClient,
+) -> None:
+    desk = desk_of(client)
+    agent = await agent_socket(client)
+    devices = [await client.ws_connect("/ws/visitor") for _ in range(3)]
+    welcome = await hello(devices[0])
+    for device in devices[1:]:
+        await hello(device, welcome["visitor_token"])
+    conversation_id = welcome["conversation_id"]
+    await until(lambda: desk.hub.counts()["visitor_sockets"] == 3, "three devices")
+    victim = next(p for p in desk.hub.all_peers() if p.kind == "visitor")
+
+    # One device's kernel socket refuses every write (EPIPE) while the hub
+    # still lists it: the fan-out meets a real write error on the way.
+    appended = await desk.store.append_message(
+        conversation_id, Message(conversation_id, 0, 0, "system", "第一条")
+    )
+    victim._transport.get_extra_info("socket").shutdown(socket.SHUT_WR)
+    desk.publish(appended.conversation, appended.message)
+
+    seq = appended.message.seq
+    texts = [await text_at(ws, seq) for ws in devices]
+    assert sorted(texts, key=str) == [None, "第一条", "第一条"]
+    assert await text_at(agent, seq) == "第一条"
+    await until(lambda: desk.hub.counts()["visitor_sockets"] == 2, "broken one gone")
+
+    # The next fan-out reaches everyone left.
+    await desk.post(conversation_id, "system", "第二条")
+    survivors = [ws for ws, text in zip(devices, texts, strict=True) if text]
+    for ws in [*survivors, agent]:
+        assert await text_at(ws, seq + 1) == "第二条"
+    for ws in [*devices, agent]:
+        await ws.close()
+
+
+async def test_an_agent_reply_to_an_offline_shopper_arrives_once_on_reconnect(
+    client: TestClient,
+) -> None:
+    desk = desk_of(client)
+    agent = await agent_socket(client)
+    async with client.ws_connect("/ws/visitor") as ws:
+        welcome = await hello(ws)
+        seen = (await recv_message(ws, "robot"))["seq"]
+    visitor_id, conversation_id = welcome["visitor_id"], welcome["conversation_id"]
+    await until(lambda: not desk.hub.is_visitor_online(visitor_id), "shopper gone")
+
+    # The agent answers while the shopper is away (the first reply claims).
+    for i in range(3):
+        await agent.send_json(
+            {
+                "type": "message",
+                "conversation_id": conversation_id,
+                "client_id": f"r{i}",
+                "text": f"回复{i}",
+            }
+        )
+        assert (await outcome(agent))["type"] == "ack"
+    last_seq = desk.store.get_conversation(conversation_id).last_seq
+
+    # Back: what was missed arrives once, in order, before the state; a
+    # reply after that arrives once too.
+    async with client.ws_connect("/ws/visitor") as ws:
+        again = await hello(ws, welcome["visitor_token"], last_seq=seen)
+        assert again["last_seq"] == last_seq
+        replayed = []
+        while (frame := await recv(ws))["type"] != "status":
+            if frame["type"] == "message":
+                replayed.append(frame)
+        assert [f["seq"] for f in replayed] == list(range(seen + 1, last_seq + 1))
+        agent_texts = [f["text"] for f in replayed if f["sender"] == "agent"]
+        assert agent_texts == ["回复0", "回复1", "回复2"]
+        await agent.send_json(
+            {
+                "type": "message",
+                "conversation_id": conversation_id,
+                "client_id": "r3",
+                "text": "回复3",
+            }
+        )
+        live = await recv_message(ws)
+        assert (live["seq"], live["text"]) == (last_seq + 1, "回复3")
+    await agent.close()
 
 
 # Pings and presence
@@ -284,6 +392,74 @@ async def test_messages_per_ip_count_every_visitor(make_client: Any) -> None:
     assert codes.count("ack") == 20 and codes[-1] == "rate_limited"
 
 
+async def test_message_length_is_counted_in_characters_at_both_entry_points(
+    make_client: Any,
+) -> None:
+    client = await make_client(max_message_chars=10)
+    agent = await agent_socket(client)
+    async with client.ws_connect("/ws/visitor") as ws:
+        conversation_id = (await hello(ws))["conversation_id"]
+        # Ten characters of four UTF-8 bytes (two UTF-16 units) each fit.
+        for client_id, text, expected in (
+            ("e10", "😀" * 10, "ack"),
+            ("e11", "😀" * 11, "too_long"),
+        ):
+            await ws.send_json(
+                {"type": "message", "client_id": client_id, "text": text}
+            )
+            frame = await outcome(ws)
+            assert frame.get("code", frame["type"]) == expected, client_id
+        for client_id, text, expected in (
+            ("h10", "好" * 9 + "👍", "ack"),
+            ("h11", "好" * 10 + "👍", "too_long"),
+        ):
+            await agent.send_json(
+                {
+                    "type": "message",
+                    "conversation_id": conversation_id,
+                    "client_id": client_id,
+                    "text": text,
+                }
+            )
+            frame = await outcome(agent)
+            assert frame.get("code", frame["type"]) == expected, client_id
+    # Stored whole or not at all: nothing was cut to fit.
+    stored = desk_of(client).store.list_messages(conversation_id)
+    sent = [m.text for m in stored if m.sender in ("visitor", "agent")]
+    assert sent == ["😀" * 10, "好" * 9 + "👍"]
+    await agent.close()
+
+
+async def test_agent_messages_are_limited_per_agent_across_tabs(
+    make_client: Any,
+) -> None:
+    client = await make_client(agent_rate_per_min=1)  # a burst of 20
+    tabs = [await agent_socket(client)]
+    tabs.append(
+        await client.ws_connect("/ws/agent", headers={"Origin": origin(client)})
+    )
+    async with client.ws_connect("/ws/visitor") as ws:
+        conversation_id = (await hello(ws))["conversation_id"]
+    outcomes = []
+    for i in range(24):
+        tab = tabs[i % 2]
+        await tab.send_json(
+            {
+                "type": "message",
+                "conversation_id": conversation_id,
+                "client_id": f"r{i}",
+                "text": "稍等",
+            }
+        )
+        outcomes.append(await outcome(tab))
+    assert [f["type"] for f in outcomes] == ["ack"] * 20 + ["error"] * 4
+    assert outcomes[-1]["code"] == "rate_limited"
+    assert outcomes[-1]["retry_after_ms"] > 0
+    assert metric(client, "goflypy_refused_total", limit="message_rate") == 4
+    for tab in tabs:
+        await tab.close()
+
+
 async def test_new_connections_per_ip_and_in_total_are_refused_with_a_reason(
     make_client: Any,
 ) -> None:
@@ -332,6 +508,16 @@ async def test_control_and_bidi_characters_never_reach_a_screen(
         await ws.send_json({"type": "message", "client_id": "b1", "text": raw})
         mine = await recv_message(ws, "visitor")
         seen = await recv_message(agent, "visitor")
+        # Names too: an agent's display name reaches the shopper clean.
+        eve = new_account("eve", AGENT_PASSWORD, "agent", "Eve\u202egnp.exe\u0007")
+        await desk_of(client).claim(welcome["conversation_id"], eve)
+        texts = []
+        while (status := await recv(ws))["type"] != "status" or status[
+            "state"
+        ] != "assigned":
+            texts.append(status.get("text"))
+        assert status["agent_name"] == "Evegnp.exe"
+        assert "客服 Evegnp.exe 为您服务" in texts
     assert mine["text"] == seen["text"] == "退款123[31m\n好的"
     await agent.send_json(
         {"type": "open", "conversation_id": welcome["conversation_id"]}
@@ -339,33 +525,74 @@ async def test_control_and_bidi_characters_never_reach_a_screen(
     history = await recv(agent, "history")
     assert history["visitor"]["page"] == "https://shop.example/exe.txt"
     stored = desk_of(client).store.list_messages(welcome["conversation_id"])
-    assert stored[-1].text == raw or raw in [m.text for m in stored]
+    assert raw in [m.text for m in stored]  # stored verbatim
     await agent.close()
 
 
+async def scrape(client: TestClient) -> dict[tuple[str, str], float]:
+    """/metrics parsed by the client library: (name, labels) -> value."""
+    response = await client.get("/metrics")
+    assert response.status == 200
+    assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    samples = {}
+    for family in text_string_to_metric_families(await response.text()):
+        for sample in family.samples:
+            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+            samples[(sample.name, labels)] = sample.value
+    return samples
+
+
 async def test_metrics_and_healthz(client: TestClient) -> None:
+    agent = await agent_socket(client)
     async with client.ws_connect("/ws/visitor") as ws:
         await hello(ws)
         await ws.send_json({"type": "message", "client_id": "m1", "text": "运费怎么算"})
         await recv(ws, "ack")
-        await recv_message(ws, "robot", seq_above=2)
-        response = await client.get("/metrics")
-        assert response.status == 200
-        assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
-        text = await response.text()
-    for line in (
-        'goflypy_connections{kind="visitor"} 1.0',
-        'goflypy_messages_received_total{sender="visitor"} 1.0',
-        'goflypy_message_commit_seconds_count{sender="visitor"} 1.0',
-        "goflypy_robot_decisions_total{action=",
-        "goflypy_store_commits_total",
-        'goflypy_sockets_dropped_total{reason="dead"}',
-        "goflypy_archive_backlog 0.0",
-        "process_resident_memory_bytes",
-    ):
-        assert line in text or line.split("{")[0] in text, line
+        answer = await recv_message(ws, "robot", seq_above=2)
+        samples = await scrape(client)
+    assert answer["kind"] == "answer"
+    expected = {
+        ("goflypy_connections", "kind=visitor"): 1,
+        ("goflypy_connections", "kind=agent"): 1,
+        ("goflypy_online", "kind=visitor"): 1,
+        ("goflypy_messages_received_total", "sender=visitor"): 1,
+        ("goflypy_messages_received_total", "sender=agent"): 0,
+        # Greeting, the shopper's own message and the answer, to each side.
+        ("goflypy_messages_sent_total", "kind=visitor"): 3,
+        ("goflypy_messages_sent_total", "kind=agent"): 3,
+        ("goflypy_sockets_dropped_total", "reason=queue_full"): 0,
+        ("goflypy_sockets_dropped_total", "reason=dead"): 0,
+        ("goflypy_robot_decisions_total", "action=answer"): 1,
+        ("goflypy_message_commit_seconds_count", "sender=visitor"): 1,
+    }
+    for key, value in expected.items():
+        assert samples.get(key) == value, key
+    assert samples[("goflypy_store_commits_total", "")] > 0
+    assert ("goflypy_store_last_commit_seconds", "") in samples
+    assert samples[("goflypy_frames_sent_total", "kind=visitor")] >= 5
+    assert samples[("process_resident_memory_bytes", "")] > 0
+
     health = await (await client.get("/healthz")).json()
-    assert health["status"] == "ok" and health["connections"]["visitor_sockets"] == 0
+    assert health["status"] == "ok"
+    assert health["connections"]["agent_sockets"] == 1
+    await until(
+        lambda: desk_of(client).hub.counts()["visitor_sockets"] == 0, "visitor gone"
+    )
+    health = await (await client.get("/healthz")).json()
+    assert health["connections"]["visitor_sockets"] == 0
+    await agent.close()
+
+
+async def test_metrics_count_the_archive_backlog(make_client: Any) -> None:
+    # Idle after about 0.4 s; no archiver pass runs during the test.
+    client = await make_client(archive_after_hours=0.0001, archive_interval_s=3600)
+    for _ in range(2):
+        async with client.ws_connect("/ws/visitor") as ws:
+            await hello(ws)
+            await recv_message(ws, "robot")
+    await asyncio.sleep(0.5)
+    samples = await scrape(client)
+    assert samples[("goflypy_archive_backlog", "")] == 2
 
 
 async def test_metrics_are_refused_to_remote_scrapers(make_client: Any) -> None:

@@ -5,6 +5,7 @@ a client that reconnects and resends sees every message exactly once."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sys
@@ -14,7 +15,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.realtime_support import free_port
+from tests.realtime_support import StalledClient, free_port, masked_text_frame
 
 ROOT = Path(__file__).resolve().parent.parent
 WAIT_S = 30
@@ -121,6 +122,11 @@ async def test_sigterm_closes_with_1001_and_nothing_acked_is_lost(
     shoppers = [Shopper(f"s{i}") for i in range(5)]
 
     proc = await start_server(data, port)
+    # A socket that never reads again, with replies piling up in front of
+    # the close frame, must not hold up the others or the exit.
+    stalled = StalledClient(port)
+    await asyncio.to_thread(stalled.open, {"type": "hello", "visitor_token": None})
+    await asyncio.to_thread(_flood, stalled)
     async with aiohttp.ClientSession() as http:
         sessions = [
             asyncio.ensure_future(shopper.session(http, url, sends=20))
@@ -131,6 +137,7 @@ async def test_sigterm_closes_with_1001_and_nothing_acked_is_lost(
         proc.send_signal(signal.SIGTERM)  # mid-conversation
         await asyncio.wait_for(asyncio.gather(*sessions), WAIT_S)
         assert await asyncio.wait_for(proc.wait(), WAIT_S) == 0
+    stalled.close()
     assert {s.close_code for s in shoppers} == {1001}
 
     proc = await start_server(data, port)
@@ -151,3 +158,11 @@ async def test_sigterm_closes_with_1001_and_nothing_acked_is_lost(
         # Each acknowledged message was seen once, at the seq of its ack.
         for client_id, seq in shopper.acked.items():
             assert shopper.texts.get(seq) == client_id
+
+
+def _flood(stalled: StalledClient) -> None:
+    """Long messages whose echoes the stalled client will never read."""
+    assert stalled.sock is not None
+    for i in range(25):
+        frame = {"type": "message", "client_id": f"f{i}", "text": "好" * 2000}
+        stalled.sock.sendall(masked_text_frame(json.dumps(frame).encode()))

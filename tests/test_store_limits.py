@@ -36,6 +36,7 @@ async def test_map_grows_from_a_tiny_map_while_a_long_read_is_open(
         before = store.env.info()["map_size"]
         reading = threading.Event()
         seen: list[int] = []
+        sizes: list[int] = []
 
         def long_reader() -> None:
             with store.env.read() as txn:
@@ -45,6 +46,8 @@ async def test_map_grows_from_a_tiny_map_while_a_long_read_is_open(
                 threading.Event().wait(0.5)
                 cursor = txn.cursor(db=store.env.dbs["msg"])
                 seen.append(sum(1 for _ in cursor))
+                # NOTE: no resize may happen under an open read transaction.
+                sizes.append(store.env.info()["map_size"])
 
         reader = threading.Thread(target=long_reader)
         reader.start()
@@ -55,7 +58,7 @@ async def test_map_grows_from_a_tiny_map_while_a_long_read_is_open(
         )
         await asyncio.to_thread(reader.join)
 
-        assert seen == [1, 1]
+        assert seen == [1, 1] and sizes == [before]
         assert store.env.info()["map_size"] > before
         assert len(store.list_messages(cid)) == 2001
 
@@ -158,3 +161,55 @@ async def test_capped_map_gives_storage_full_not_a_crash(
         assert store.list_messages(cid)  # reads still work
         store.env.max_map_size = 0
         await store.append_message(cid, _msg(cid, "ok"))
+
+
+_HOLD = """
+import sys
+from pathlib import Path
+from goflypy.store import Store
+store = Store(Path(sys.argv[1]))
+with store.env.read():
+    print("reading", flush=True)
+    sys.stdin.read()
+"""
+
+
+def test_stale_reader_slots_are_cleared_when_the_store_opens(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A process killed inside a read transaction leaves its reader slot
+    behind while another process keeps the environment open; the next open
+    clears it (a stale slot pins old pages, so the file only grows)."""
+    import signal
+    import sys
+
+    Store(tmp_path).close()
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _HOLD, str(tmp_path)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    keeper, victim = procs
+    try:
+        for proc in procs:
+            assert proc.stdout is not None and proc.stdout.readline() == "reading\n"
+        os.kill(victim.pid, signal.SIGKILL)
+        victim.wait(30)
+        with caplog.at_level("WARNING", logger="goflypy.store"):
+            store = Store(tmp_path)
+        try:
+            table = store.env._env.readers().splitlines()[1:]
+            readers = {int(line.split()[0]) for line in table if line.strip()}
+        finally:
+            store.close()
+        assert "cleared 1 stale reader slots" in caplog.text
+        assert victim.pid not in readers and keeper.pid in readers
+    finally:
+        for proc in procs:
+            proc.stdin.close()  # type: ignore[union-attr]
+            proc.wait(30)
+            proc.stdout.close()  # type: ignore[union-attr]

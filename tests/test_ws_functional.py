@@ -9,7 +9,8 @@ import pytest
 from aiohttp import WSMsgType, WSServerHandshakeError
 from aiohttp.test_utils import TestClient
 
-from tests.conftest import add_agent, desk_of, sign_in
+from goflypy.models import FaqEntry
+from tests.conftest import add_agent, csrf_from, desk_of, sign_in
 
 TIMEOUT = 10
 
@@ -203,7 +204,11 @@ async def test_oversized_frame_closes_with_1009(make_client: Any) -> None:
             msg = await asyncio.wait_for(ws.receive(), TIMEOUT)
             if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSED, WSMsgType.CLOSING):
                 break
-        assert ws.close_code == 1009
+        # aiohttp closes the TCP socket right after its 1009 close frame; the
+        # reset can overtake that frame, so the server's count is the proof.
+        assert ws.close_code in (1009, 1006)
+    metrics = await (await client.get("/metrics")).text()
+    assert 'goflypy_sockets_closed_total{code="1009"} 1.0' in metrics
 
 
 async def test_foreign_origin_is_refused_and_listed_origin_allowed(
@@ -456,3 +461,172 @@ async def test_password_change_closes_the_agents_open_console(
         while msg.type == WSMsgType.TEXT:
             msg = await asyncio.wait_for(ws.receive(), TIMEOUT)
         assert ws.close_code == 4401
+
+
+async def test_idle_robot_conversations_close_and_reopen_on_the_next_message(
+    client: TestClient,
+) -> None:
+    desk = desk_of(client)
+    async with (
+        client.ws_connect("/ws/visitor") as served,
+        client.ws_connect("/ws/visitor") as waiting,
+    ):
+        robot_only = (await hello(served))["conversation_id"]
+        queued = (await hello(waiting))["conversation_id"]
+        await waiting.send_json({"type": "handoff"})
+        while (await recv(waiting, "status"))["state"] != "queued":
+            pass
+        assert await desk.close_idle_robot_conversations(3_600_000) == 0
+        await asyncio.sleep(0.01)
+        assert await desk.close_idle_robot_conversations(1) == 1
+        while (await recv(served, "status"))["state"] != "closed":
+            pass
+        open_ids = {c.id for c in desk.store.list_open_conversations()}
+        assert robot_only not in open_ids and queued in open_ids
+        await served.send_json({"type": "message", "client_id": "c1", "text": "在吗"})
+        assert (await recv(served, "status"))["state"] == "robot"
+        assert robot_only in {c.id for c in desk.store.list_open_conversations()}
+
+
+async def closed_with(ws: Any) -> int | None:
+    """Read until the socket closes; the code the server's close frame gave."""
+    msg = await asyncio.wait_for(ws.receive(), TIMEOUT)
+    while msg.type == WSMsgType.TEXT:
+        msg = await asyncio.wait_for(ws.receive(), TIMEOUT)
+    return msg.data if msg.type == WSMsgType.CLOSE else None
+
+
+async def test_a_silent_console_of_an_ended_session_stops_receiving(
+    client: TestClient,
+) -> None:
+    """No frame from the console: the server itself notices the reset."""
+    await add_agent(client, "amy")
+    desk = desk_of(client)
+    await sign_in(client, "amy")
+    async with client.ws_connect("/ws/agent", headers={"Origin": origin(client)}) as ws:
+        await recv(ws, "welcome")
+        await desk.store.delete_sessions_of("amy")  # as `goflypy user passwd` does
+        assert await closed_with(ws) == 4401
+
+
+async def test_logout_closes_the_sessions_open_consoles_at_once(
+    client: TestClient,
+) -> None:
+    await add_agent(client, "amy")
+    await sign_in(client, "amy")
+    async with client.ws_connect("/ws/agent", headers={"Origin": origin(client)}) as ws:
+        await recv(ws, "welcome")
+        page = await client.get("/console")
+        token = csrf_from(await page.text())
+        out = await client.post(
+            "/console/logout", data={"csrf_token": token}, allow_redirects=False
+        )
+        assert out.status == 302
+        # Dropped by the logout itself, not left to the periodic check.
+        assert not desk_of(client)._console_sessions
+        assert await closed_with(ws) == 4401
+
+
+async def test_an_entry_without_an_answer_hands_off_instead_of_an_empty_bubble(
+    client: TestClient,
+) -> None:
+    desk = desk_of(client)
+    await desk.store.put_faq([FaqEntry("durian", "榴莲可以带上飞机吗", "")])
+    desk.robot.rebuild(desk.store.list_faq())
+    async with client.ws_connect("/ws/visitor") as ws:
+        await hello(ws)
+        await ws.send_json(
+            {"type": "message", "client_id": "c1", "text": "榴莲可以带上飞机吗"}
+        )
+        reply = await recv_message(ws, "robot", seq_above=2)
+        assert reply["text"].strip() and reply["kind"] == "handoff"
+        while (await recv(ws, "status"))["state"] != "queued":
+            pass
+
+
+async def test_asking_for_a_human_with_nobody_online_invites_a_message(
+    client: TestClient,
+) -> None:
+    offline = desk_of(client).config.offline_text
+    async with client.ws_connect("/ws/visitor") as ws:
+        await hello(ws)
+        await ws.send_json({"type": "handoff"})
+        notice = await recv_message(ws, "system", seq_above=1)
+        while notice["text"] != offline:
+            notice = await recv_message(ws, "system", seq_above=notice["seq"])
+    await add_agent(client, "amy")
+    await sign_in(client, "amy")
+    async with (
+        client.ws_connect("/ws/agent", headers={"Origin": origin(client)}) as amy,
+        client.ws_connect("/ws/visitor") as ws,
+    ):
+        await recv(amy, "welcome")
+        conversation_id = (await hello(ws))["conversation_id"]
+        await ws.send_json({"type": "handoff"})
+        while (await recv(ws, "status"))["state"] != "queued":
+            pass
+        await ws.send_json({"type": "ping"})
+        await recv(ws, "pong")
+        messages = desk_of(client).store.list_messages(conversation_id)
+        assert "正在为您转接人工客服，请稍候。" in [m.text for m in messages]
+        assert offline not in [m.text for m in messages]
+
+
+async def test_waiting_shoppers_move_up_when_the_one_ahead_is_claimed(
+    client: TestClient,
+) -> None:
+    await add_agent(client, "amy")
+    desk = desk_of(client)
+    amy = desk.store.get_account("amy")
+    async with (
+        client.ws_connect("/ws/visitor") as first,
+        client.ws_connect("/ws/visitor") as second,
+    ):
+        first_id = (await hello(first))["conversation_id"]
+        await hello(second)
+        for ws, place in ((first, 1), (second, 2)):
+            await ws.send_json({"type": "handoff"})
+            status = await recv(ws, "status")
+            while status["state"] != "queued":
+                status = await recv(ws, "status")
+            assert status["position"] == place
+        await desk.claim(first_id, amy)
+        moved = await recv(second, "status")
+        assert moved["state"] == "queued" and moved["position"] == 1
+
+
+async def test_a_socket_that_never_says_hello_is_closed(make_client: Any) -> None:
+    client = await make_client(hello_timeout_s=0.5)
+    async with client.ws_connect("/ws/visitor") as silent:
+        assert await closed_with(silent) == 1008
+    async with client.ws_connect("/ws/visitor") as talking:
+        await hello(talking)
+        await asyncio.sleep(1.0)  # well past the timeout
+        await talking.send_json({"type": "ping"})
+        assert (await recv(talking, "pong"))["type"] == "pong"
+
+
+async def test_one_address_holds_a_bounded_number_of_sockets(
+    make_client: Any,
+) -> None:
+    client = await make_client(sockets_per_ip=2)
+    async with (
+        client.ws_connect("/ws/visitor") as first,
+        client.ws_connect("/ws/visitor") as second,
+    ):
+        await hello(first)
+        await hello(second)
+        async with client.ws_connect("/ws/visitor") as third:
+            refused = await recv(third, "error")
+            assert refused["code"] == "rate_limited" and refused["retry_after_ms"] > 0
+            assert await closed_with(third) == 1013
+    # Both closed: the address may connect again (once the server has
+    # finished with them, which may take it a moment after the client).
+    for _attempt in range(100):
+        async with client.ws_connect("/ws/visitor") as again:
+            await again.send_json({"type": "hello", "visitor_token": None})
+            if (await recv(again))["type"] == "welcome":
+                break
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError("the address stayed refused")

@@ -290,11 +290,13 @@ async def traffic_phase(
     children, conversations, opened = await open_visitors(
         base, args.sockets, args.workers, args.active, args.deadline
     )
-    await agents.ask({"cmd": "claim", "ids": conversations}, 180)
+    started = time.monotonic()
+    await agents.ask({"cmd": "claim", "ids": conversations}, 960)
+    claim_s = time.monotonic() - started
     settle_s = await settle(base)
     print(
-        f"  {kind}: {opened} visitor sockets, {len(conversations)} claimed, "
-        f"server idle again after {settle_s:.1f} s",
+        f"  {kind}: {opened} visitor sockets, {len(conversations)} claimed "
+        f"in {claim_s:.1f} s, server idle again after {settle_s:.1f} s",
         flush=True,
     )
 

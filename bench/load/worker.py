@@ -27,6 +27,7 @@ import aiohttp
 
 FILLER = "请问草莓今天下单明天能到吗？谢谢"
 CONNECT_CONCURRENCY = 200
+CLAIM_WAIT_S = 900
 # client_id must stay unique across steps, or the server (rightly) dedupes.
 COUNTER = itertools.count()
 
@@ -236,7 +237,9 @@ class Agents:
             )
             if i % 50 == 49:
                 await asyncio.sleep(0.05)
-        await asyncio.wait_for(self.claimed.wait(), 120)
+        # Each claim touches every open conversation's queue position: with
+        # thousands open on a busy machine this takes minutes, not seconds.
+        await asyncio.wait_for(self.claimed.wait(), CLAIM_WAIT_S)
         return {"claimed": len(ids)}
 
     async def traffic(

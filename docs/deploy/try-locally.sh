@@ -1,18 +1,19 @@
 #!/usr/bin/env bash
 # Try the nginx site and goflypy.toml of this folder, as written, on one
-# machine: goflypy on 127.0.0.1:18080, nginx on 127.0.0.1:18443 (TLS, with a
-# self-signed certificate) and :18081, both stopped at the end. The only
-# edits made to the site are the ones a real install makes too: the ports,
-# the certificate paths and the upstream port.
+# machine: goflypy, and nginx with TLS (a self-signed certificate) in front of
+# it, on 127.0.0.1 ports that are free when the script starts; both are
+# stopped at the end. The only edits made to the site are the ones a real
+# install makes too: the ports, the certificate paths and the upstream port.
 #
-#   apt-get install -y nginx openssl      # Debian's nginx
-#   docs/deploy/try-locally.sh            # from the repository root
+#   apt-get install -y nginx openssl curl   # Debian's nginx
+#   docs/deploy/try-locally.sh              # from the repository root
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 HERE="$ROOT/docs/deploy"
 PY="${PY:-$ROOT/.venv/bin/python}"
 WORK=$(mktemp -d /tmp/goflypy-deploy.XXXXXX)
+chmod 0755 "$WORK"   # nginx workers run as nobody
 NGINX_PID=""
 GOFLY_PID=""
 
@@ -24,6 +25,17 @@ stop() {
 }
 trap stop EXIT
 
+# Three ports nobody listens on now: goflypy, nginx HTTP, nginx HTTPS.
+PORTS=$("$PY" -c '
+import socket
+socks = [socket.socket() for _ in range(3)]
+for s in socks:
+    s.bind(("127.0.0.1", 0))
+print(*(s.getsockname()[1] for s in socks))
+')
+read -r APP_PORT HTTP_PORT TLS_PORT <<< "$PORTS"
+export APP_PORT HTTP_PORT TLS_PORT
+
 # A self-signed certificate for chat.example.com.
 openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=chat.example.com" \
     -addext "subjectAltName=DNS:chat.example.com,IP:127.0.0.1" \
@@ -31,8 +43,8 @@ openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=chat.example.com" \
 
 # goflypy with the deployment config, on a test port and data directory; a
 # small per-address connection budget makes the real-IP handling visible.
-sed -e 's/^port = 8080/port = 18080/' \
-    -e 's|^public_url = .*|public_url = "https://chat.example.com:18443"|' \
+sed -e "s/^port = 8080/port = $APP_PORT/" \
+    -e "s|^public_url = .*|public_url = \"https://chat.example.com:$TLS_PORT\"|" \
     "$HERE/goflypy.toml" > "$WORK/goflypy.toml"
 echo 'connects_per_ip_per_min = 2' >> "$WORK/goflypy.toml"
 GOFLY_DATA_DIR="$WORK/data" GOFLY_LOG_LEVEL=warning \
@@ -40,10 +52,10 @@ GOFLY_DATA_DIR="$WORK/data" GOFLY_LOG_LEVEL=warning \
 GOFLY_PID=$!
 
 # The site, with the same substitutions an install makes.
-sed -e 's/listen 443 ssl http2;/listen 127.0.0.1:18443 ssl http2;/' \
-    -e 's/listen 80;/listen 127.0.0.1:18081;/' \
+sed -e "s/listen 443 ssl http2;/listen 127.0.0.1:$TLS_PORT ssl http2;/" \
+    -e "s/listen 80;/listen 127.0.0.1:$HTTP_PORT;/" \
     -e '/listen \[::\]/d' \
-    -e 's|server 127.0.0.1:8080;|server 127.0.0.1:18080;|' \
+    -e "s|server 127.0.0.1:8080;|server 127.0.0.1:$APP_PORT;|" \
     -e "s|/etc/letsencrypt/live/chat.example.com/fullchain.pem|$WORK/cert.pem|" \
     -e "s|/etc/letsencrypt/live/chat.example.com/privkey.pem|$WORK/key.pem|" \
     "$HERE/nginx-goflypy.conf" > "$WORK/site.conf"
@@ -67,17 +79,20 @@ nginx -t -c "$WORK/nginx.conf" -p "$WORK"
 nginx -c "$WORK/nginx.conf" -p "$WORK" &
 NGINX_PID=$!
 
-for _ in $(seq 100); do
-    curl -sf -o /dev/null http://127.0.0.1:18080/healthz && break
+# Wait for our own goflypy (not whatever else may answer on the machine).
+for _ in $(seq 150); do
+    kill -0 "$GOFLY_PID" 2>/dev/null || { cat "$WORK/goflypy.log"; exit 1; }
+    curl -sf -o /dev/null "http://127.0.0.1:$APP_PORT/healthz" && break
     sleep 0.2
 done
 
 # Checks: HTTP redirect, TLS page, WebSocket upgrade through TLS, real IP.
 "$PY" - <<'EOF'
-import asyncio, json, socket, ssl
+import asyncio, json, os, ssl
 import aiohttp
 
-BASE = "https://127.0.0.1:18443"
+BASE = f"https://127.0.0.1:{os.environ['TLS_PORT']}"
+HTTP = f"http://127.0.0.1:{os.environ['HTTP_PORT']}"
 
 def connector(source_ip):
     tls = ssl.create_default_context()
@@ -95,13 +110,16 @@ async def visitor(source_ip, forged):
 
 async def main():
     async with aiohttp.ClientSession(connector=connector("127.0.0.1")) as http:
-        async with http.get("http://127.0.0.1:18081/chat", allow_redirects=False) as r:
-            assert r.status == 301 and r.headers["Location"].startswith("https://"), r.status
+        async with http.get(HTTP + "/chat", allow_redirects=False) as r:
+            assert r.status == 301, r.status
+            assert r.headers["Location"].startswith("https://"), r.headers
+            print("HTTP -> HTTPS redirect:", r.status, r.headers["Location"])
         async with http.get(BASE + "/healthz") as r:
             assert r.status == 200 and (await r.json())["status"] == "ok"
-            print("TLS:", r.status, r.connection and "ok")
+            print("TLS:", r.status, "/healthz ok through nginx")
         async with http.get(BASE + "/metrics") as r:
             assert r.status == 404, r.status
+            print("/metrics from outside:", r.status)
     first = await visitor("127.0.0.2", "6.6.6.6")
     assert first["type"] == "welcome", first
     print("wss upgrade through nginx: welcome received")
@@ -115,4 +133,9 @@ async def main():
 
 asyncio.run(main())
 EOF
+
+# SIGTERM, as `systemctl stop` sends it: goflypy must exit cleanly.
+kill -TERM "$GOFLY_PID"
+wait "$GOFLY_PID"
+GOFLY_PID=""
 echo "nginx site and goflypy.toml work as written"

@@ -10,7 +10,12 @@ import aiohttp_jinja2
 from aiohttp import web
 from multidict import MultiDictProxy
 
-from ..auth import check_new_password, hash_password, verify_password
+from ..auth import (
+    MIN_PASSWORD_CHARS,
+    check_new_password,
+    hash_password,
+    verify_password,
+)
 from ..errors import BadRequest
 from ..log import server as log
 from ..models import Account
@@ -65,18 +70,15 @@ async def login_submit(request: web.Request) -> web.Response:
     """POST /console/login: check the password, start a session."""
     form = await _form(request)
     check_csrf(request, _text(form.get("csrf_token")))
-    limiter = request.app[APP_LIMITS].login
-    ip = client_ip(request)
-    if limiter.peek(ip):
-        return _login_page(request, "尝试次数过多，请稍后再试", status=429)
-
     username = _text(form.get("username")).strip()
     password = _text(form.get("password"))
+    if _too_many_failures(request, username):
+        return _login_page(request, "尝试次数过多，请稍后再试", status=429)
     store = request.app[APP_DESK].store
     account = store.get_account(username) if username else None
     if not await _verify(account, password):
-        limiter.check(ip)  # only failures count against the address
-        log.warning("failed sign-in from %s", ip)
+        _count_failure(request, username)
+        log.warning("failed sign-in from %s", client_ip(request))
         return _login_page(request, "用户名或密码错误", status=401)
     assert account is not None
 
@@ -89,6 +91,20 @@ async def login_submit(request: web.Request) -> web.Response:
     response = web.HTTPFound(target)
     await _start_session(request, account, response)
     raise response
+
+
+def _too_many_failures(request: web.Request, username: str) -> bool:
+    limits = request.app[APP_LIMITS]
+    ip = client_ip(request)
+    return bool(limits.login.peek(f"{ip} {username}") or limits.login_ip.peek(ip))
+
+
+def _count_failure(request: web.Request, username: str) -> None:
+    """Only failures count: a right password is never slowed down."""
+    limits = request.app[APP_LIMITS]
+    ip = client_ip(request)
+    limits.login.check(f"{ip} {username}")
+    limits.login_ip.check(ip)
 
 
 async def _start_session(
@@ -113,7 +129,9 @@ async def logout(request: web.Request) -> web.Response:
     check_csrf(request, _text(form.get("csrf_token")))
     token = request.cookies.get(SESSION_COOKIE)
     if token:
-        await request.app[APP_DESK].store.delete_session(token)
+        desk = request.app[APP_DESK]
+        await desk.store.delete_session(token)
+        desk.drop_revoked_sessions()
     response = web.HTTPFound("/console/login")
     response.del_cookie(SESSION_COOKIE, path="/")
     raise response
@@ -134,6 +152,7 @@ def _password_page(
         "csrf_token": csrf_token(request),
         "username": account.username,
         "must_change": account.must_change_password,
+        "min_chars": MIN_PASSWORD_CHARS,
     }
     return aiohttp_jinja2.render_template(
         "password.html", request, context, status=status
@@ -151,7 +170,10 @@ async def password_submit(request: web.Request) -> web.Response:
     form = await _form(request)
     check_csrf(request, _text(form.get("csrf_token")))
     new = _text(form.get("new_password"))
+    if _too_many_failures(request, account.username):
+        return _password_page(request, account, "尝试次数过多，请稍后再试", status=429)
     if not await _verify(account, _text(form.get("current_password"))):
+        _count_failure(request, account.username)
         return _password_page(request, account, "当前密码不正确", status=400)
     if new != _text(form.get("confirm_password")):
         return _password_page(request, account, "两次输入的新密码不一致", status=400)
@@ -197,10 +219,17 @@ def _text(value: object) -> str:
     return value if isinstance(value, str) else ""
 
 
+FORM_READ_S = 15.0
+
+
 async def _form(request: web.Request) -> MultiDictProxy[Any]:
-    """The posted form; a body that is not one is a 400, not a 500."""
+    """The posted form; a body that is not one is a 400, not a 500, and a
+    body that trickles in slower than a person types is a 408."""
     try:
-        return await request.post()
+        async with asyncio.timeout(FORM_READ_S):
+            return await request.post()
+    except TimeoutError:
+        raise web.HTTPRequestTimeout(text="request body too slow") from None
     except (ValueError, AssertionError, LookupError):
         raise BadRequest("请求格式不正确") from None
 

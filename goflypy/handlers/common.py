@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hmac
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -30,7 +30,10 @@ class Limits:
     typing: RateLimiter
     new_visitor: RateLimiter
     login: RateLimiter
+    login_ip: RateLimiter
     connect: RateLimiter
+    # Open sockets by client address.
+    sockets_by_ip: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def from_config(cls, config: Config) -> Limits:
@@ -44,7 +47,12 @@ class Limits:
             agent=RateLimiter(config.agent_rate_per_min, 60, burst=20),
             typing=RateLimiter(1, 1, burst=2),
             new_visitor=RateLimiter(new_visitors, 60, burst=max(5, new_visitors // 2)),
+            # Failed passwords: per account and address, so one guesser
+            # locks out neither colleagues behind the same address nor the
+            # account everywhere; and per address, to cap guessing across
+            # accounts.
             login=RateLimiter(10, 60, burst=5),
+            login_ip=RateLimiter(30, 60, burst=30),
             connect=RateLimiter(connects, 60, burst=max(1, connects // 2)),
         )
 

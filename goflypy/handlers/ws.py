@@ -16,10 +16,12 @@ from aiohttp import WSMsgType, web
 from ..desk import message_frame
 from ..errors import GoflyError, NotFound, RateLimited, StorageFull
 from ..hub import Hub, encode
+from ..identity import IdentityError
 from ..limits import TokenBucket
 from ..log import ws as log
 from ..metrics import APP_METRICS, Metrics
 from ..models import Account, Conversation, Visitor
+from ..store.keys import now_ms
 from .common import (
     APP_DESK,
     APP_LIMITS,
@@ -36,6 +38,8 @@ MAX_CLIENT_ID = 64
 MAX_PAGE = 1000
 # Conversations one agent socket may have frames in progress for.
 MAX_CONVERSATIONS_IN_FLIGHT = 64
+# Closed and archived conversations sent per "past" frame.
+PAST_PAGE = 50
 # A full server tells clients to come back after a spread-out pause.
 BUSY_RETRY_MS = (5_000, 15_000)
 # JSON escapes that may decode to half of a surrogate pair.
@@ -222,6 +226,15 @@ async def _open_socket(
             "server is full", retry_after_ms=random.randint(*BUSY_RETRY_MS)
         )
         refusal.code = "busy"
+    elif (
+        request.app[APP_LIMITS].sockets_by_ip.get(client_ip(request), 0)
+        >= config.sockets_per_ip
+    ):
+        metrics.refused.labels("ip_sockets").inc()
+        refusal = RateLimited(
+            "too many open sockets from this address",
+            retry_after_ms=random.randint(*BUSY_RETRY_MS),
+        )
     else:
         retry = request.app[APP_LIMITS].connect.check(client_ip(request))
         if retry:
@@ -237,6 +250,7 @@ async def _open_socket(
     )
     await ws.prepare(request)
     if refusal is None:
+        _held_by_ip(request, +1)
         return ws, True
     try:
         async with asyncio.timeout(CLOSE_GRACE_S):
@@ -246,6 +260,17 @@ async def _open_socket(
         if request.transport is not None:
             request.transport.abort()
     return ws, False
+
+
+def _held_by_ip(request: web.Request, change: int) -> None:
+    """Count an accepted socket in (+1) or out (-1) for its address."""
+    held = request.app[APP_LIMITS].sockets_by_ip
+    ip = client_ip(request)
+    count = held.get(ip, 0) + change
+    if count > 0:
+        held[ip] = count
+    else:
+        held.pop(ip, None)
 
 
 def _peer_args(
@@ -278,6 +303,10 @@ async def visitor_ws(request: web.Request) -> web.WebSocketResponse:
     hub = session.desk.hub
     hub.socket_opened("visitor", session.peer)
     session.peer.start_pings()
+    # A socket that never says hello holds a slot for nothing.
+    silent = asyncio.get_running_loop().call_later(
+        session.config.hello_timeout_s, session.drop_if_silent
+    )
     error_code = None
     try:
         error_code = await _serve_frames(
@@ -288,6 +317,8 @@ async def visitor_ws(request: web.Request) -> web.WebSocketResponse:
             session.config.frames_per_s,
         )
     finally:
+        silent.cancel()
+        _held_by_ip(request, -1)
         hub.socket_closed("visitor", session.peer)
         await session.end()
         _count_close(request, ws, error_code)
@@ -312,6 +343,8 @@ class VisitorSession:
         self.ip = client_ip(request)
         self.metrics = request.app[APP_METRICS]
         self.visitor: Visitor | None = None
+        # The shopper id verified on this socket; None for an anonymous one.
+        self.shopper_id: str | None = None
         self.peer = VisitorPeer(
             **_peer_args(
                 request, ws, "visitor", "visitor socket", self.config.send_queue_frames
@@ -324,7 +357,7 @@ class VisitorSession:
         assert self.visitor is not None
         if upto <= after:
             return []
-        messages = self.desk.store.list_messages(
+        messages = self.desk.store.read_messages(
             self.visitor.conversation_id, after, upto - after
         )
         return [(m.seq, encode(message_frame(m))) for m in messages if m.seq <= upto]
@@ -358,7 +391,7 @@ class VisitorSession:
 
     def _conversation(self) -> Conversation:
         assert self.visitor is not None
-        conversation = self.desk.store.get_conversation(self.visitor.conversation_id)
+        conversation = self.desk.store.read_conversation(self.visitor.conversation_id)
         if conversation is None:
             raise NotFound("conversation is gone")
         return conversation
@@ -378,41 +411,95 @@ class VisitorSession:
         page = (field(frame, "page", str, required=False) or "")[:MAX_PAGE]
         user_agent = self.request.headers.get("User-Agent", "")[:300]
 
-        # Identify the visitor; an unknown token simply starts a new one.
+        # Identify the visitor; an unknown token simply starts a new one, and
+        # a verified shopper gets their own visitor on every device.
         store = self.desk.store
         visitor = store.find_visitor(token) if token else None
-        if visitor is None:
+        shopper_id = self._verified_shopper(frame.get("identity"))
+        if shopper_id is not None:
+            before = visitor.id if visitor is not None else None
+            visitor, token = await self._shopper_visitor(
+                shopper_id, visitor, token, (channel, page, user_agent)
+            )
+            if visitor.id != before:
+                last_seq = 0  # this device's seq was of another conversation
+        elif visitor is None:
             retry = self.limits.new_visitor.check(self.ip)
             if retry:
                 raise RateLimited("too many new visitors", retry_after_ms=retry)
             visitor, token = await store.create_visitor(channel, page, user_agent)
         else:
-            await store.ensure_hot(visitor.conversation_id)
+            await store.ensure_readable(visitor.conversation_id)
             with contextlib.suppress(StorageFull):  # reads work on a full disk
                 visitor = await store.touch_visitor(
                     visitor.id, channel, page, user_agent
                 )
         self.visitor = visitor
+        self.shopper_id = shopper_id
         if self.desk.hub.join_visitor(visitor.id, self.peer):
             conversation = self._conversation()
             self.desk.publish(conversation)
 
         # Welcome, then everything after last_seq, then the state.
         conversation = self._conversation()
-        self.peer.send_frame(
-            {
-                "type": "welcome",
-                "visitor_token": token,
-                "visitor_id": visitor.id,
-                "conversation_id": conversation.id,
-                "last_seq": conversation.last_seq,
-                "heartbeat_s": self.config.heartbeat_s,
-            }
-        )
+        welcome = {
+            "type": "welcome",
+            "visitor_token": token,
+            "visitor_id": visitor.id,
+            "conversation_id": conversation.id,
+            "last_seq": conversation.last_seq,
+            "heartbeat_s": self.config.heartbeat_s,
+        }
+        if shopper_id is not None:
+            welcome["shopper_id"] = shopper_id
+        self.peer.send_frame(welcome)
         self.peer.last_seq = min(last_seq, conversation.last_seq)
         self.peer.catch_up(conversation.last_seq)
         self.peer.send_frame(self.desk.status_frame(conversation))
         await self.desk.greet(conversation)
+
+    def _verified_shopper(self, raw: Any) -> str | None:
+        """The shopper id of a good ``identity``; a bad one is answered with an
+        error frame and the socket goes on as an anonymous visitor."""
+        if raw is None:
+            return None
+        verifier = self.desk.identity
+        try:
+            if verifier is None:
+                raise IdentityError("disabled", "this server does not verify identity")
+            return verifier.verify(raw, now_ms()).shopper_id
+        except IdentityError as error:
+            log.warning("visitor identity refused: %s", error.reason)
+            self.peer.send_frame(
+                {
+                    "type": "error",
+                    "code": "bad_identity",
+                    "reason": error.reason,
+                    "message": f"{error.message}; continuing without identity",
+                }
+            )
+            return None
+
+    async def _shopper_visitor(
+        self,
+        shopper_id: str,
+        visitor: Visitor | None,
+        token: str | None,
+        where: tuple[str, str, str],
+    ) -> tuple[Visitor, str | None]:
+        """The verified shopper's visitor and this device's token for it."""
+        store = self.desk.store
+        linked = store.find_shopper(shopper_id)
+        adoptable = visitor is not None and visitor.shopper_id in ("", shopper_id)
+        if linked is None and not adoptable:
+            retry = self.limits.new_visitor.check(self.ip)
+            if retry:
+                raise RateLimited("too many new visitors", retry_after_ms=retry)
+        shopper_visitor, new_token = await store.link_shopper(
+            shopper_id, visitor, *where
+        )
+        await store.ensure_readable(shopper_visitor.conversation_id)
+        return shopper_visitor, new_token or token
 
     async def _message(self, frame: dict[str, Any]) -> None:
         assert self.visitor is not None
@@ -427,7 +514,9 @@ class VisitorSession:
                 raise RateLimited("too many messages", retry_after_ms=retry)
         started = time.perf_counter()
         try:
-            appended = await self.desk.visitor_message(self.visitor, client_id, text)
+            appended = await self.desk.visitor_message(
+                self.visitor, client_id, text, self.shopper_id
+            )
         except StorageFull as exc:
             raise FrameError("storage_full", exc.message, client_id=client_id) from None
         self.metrics.store_wait.labels("visitor").observe(time.perf_counter() - started)
@@ -441,6 +530,11 @@ class VisitorSession:
                 "ts": message.ts,
             }
         )
+
+    def drop_if_silent(self) -> None:
+        if self.visitor is None:
+            self.metrics.refused.labels("hello_timeout").inc()
+            self.peer.drop(1008, "hello required")
 
     async def end(self) -> None:
         await self.peer.stop()
@@ -471,6 +565,7 @@ async def agent_ws(request: web.Request) -> web.WebSocketResponse:
     session = AgentSession(request, ws, account)
     hub = session.desk.hub
     hub.socket_opened("agent", session.peer)
+    session.desk.watch_session(session.peer, session.session_token)
     session.peer.start_pings()
     log.info("agent %s connected", account.username)
     error_code = None
@@ -484,6 +579,8 @@ async def agent_ws(request: web.Request) -> web.WebSocketResponse:
         )
     finally:
         await session.finish()
+        _held_by_ip(request, -1)
+        session.desk.unwatch_session(session.peer)
         hub.socket_closed("agent", session.peer)
         await session.peer.stop()
         if hub.leave_agent(account.username, session.peer):
@@ -572,7 +669,7 @@ class AgentSession:
 
     def _conversation(self, frame: dict[str, Any]) -> Conversation:
         conversation_id = field(frame, "conversation_id", str)
-        conversation = self.desk.store.get_conversation(conversation_id)
+        conversation = self.desk.store.read_conversation(conversation_id)
         if conversation is None:
             raise NotFound("no such conversation")
         return conversation
@@ -588,11 +685,15 @@ class AgentSession:
         if kind == "ping":
             self.peer.send_frame({"type": "pong"})
             return
+        if kind == "past":
+            self._send_past(frame)
+            return
         if kind not in ("open", "claim", "message", "typing", "read", "close"):
             raise FrameError("unknown_type", f"unknown frame type {kind[:32]!r}")
 
-        if kind == "open":
-            await desk.store.ensure_hot(field(frame, "conversation_id", str))
+        # An archived conversation comes back first; on a full disk it stays
+        # archived and is served read-only (actions then get storage_full).
+        await desk.store.ensure_readable(field(frame, "conversation_id", str))
         conversation = self._conversation(frame)
         if kind == "open":
             self._send_history(conversation)
@@ -618,8 +719,25 @@ class AgentSession:
                 "visitor": self.desk.visitor_profile(visitor) if visitor else None,
                 "messages": [
                     message_frame(m)
-                    for m in self.desk.store.list_messages(conversation.id)
+                    for m in self.desk.store.read_messages(conversation.id)
                 ],
+                "archived": self.desk.store.get_conversation(conversation.id) is None,
+            }
+        )
+
+    def _send_past(self, frame: dict[str, Any]) -> None:
+        """Closed and archived conversations, newest first, a page at a time."""
+        before = field(frame, "before", str, required=False)
+        try:
+            refs = self.desk.store.list_history(PAST_PAGE + 1, before)
+        except ValueError:
+            raise FrameError("bad_frame", "'before' is not a conversation id") from None
+        self.peer.send_frame(
+            {
+                "type": "past",
+                "before": before,
+                "conversations": [self.desk.past_summary(r) for r in refs[:PAST_PAGE]],
+                "more": len(refs) > PAST_PAGE,
             }
         )
 

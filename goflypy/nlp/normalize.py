@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import threading
 import unicodedata
+from functools import lru_cache
 
 from opencc import OpenCC
 
@@ -28,8 +29,12 @@ def _t2s() -> OpenCC:
     return _converter
 
 
+@lru_cache(maxsize=4096)
 def normalize_text(text: str) -> str:
-    """Return ``text`` as NFKC, simplified, lower-case, with invisibles removed."""
+    """Return ``text`` as NFKC, simplified, lower-case, with invisibles removed.
+
+    Cached: one message passes through here several times on its way.
+    """
     text = unicodedata.normalize("NFKC", text)
     text = _INVISIBLE.sub("", text)
     text = _t2s().convert(text)

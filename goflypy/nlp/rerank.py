@@ -1,7 +1,7 @@
 """Second-stage scoring of the nearest FAQ texts, and knowledge-base terms.
 
-The vector index finds about thirty candidates fast; this module re-scores
-them by how much of the question's weighted content each candidate covers and
+The index finds the nearest FAQ texts by cosine; this module re-scores them
+by how much of the question's weighted content each candidate covers and
 the other way round, with sound-alike words and shared characters counting in
 part. It also learns the knowledge base's own terms (pairs of characters the
 general dictionary splits but the FAQ always writes together, such as a
@@ -31,6 +31,9 @@ _CHAR_CREDIT = 0.5
 _SOUND_CREDIT = 0.9
 # Weight of the vector cosine against the coverage score.
 COSINE_WEIGHT = 2.0
+# Bounds of the per-process caches of word statistics and word-pair credits.
+_IDF_CACHE = 1 << 16
+_PAIR_CACHE = 1 << 18
 
 
 def _pairs(tokens: list[str]) -> set[str]:
@@ -57,6 +60,7 @@ class KbStats:
     chars: Counter[str] = field(default_factory=Counter)
     docs: int = 0
     _core: frozenset[str] | None = None
+    _idf: dict[str, float] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def add(self, raw_tokens: list[str], words: list[str]) -> None:
@@ -67,10 +71,17 @@ class KbStats:
             self.chars.update({char for token in raw_tokens for char in token})
             self.docs += 1
             self._core = None
+            self._idf = {}
 
     def idf(self, word: str) -> float:
-        """Return the smoothed inverse document frequency of ``word``."""
-        return math.log((self.docs + 1) / (self.words.get(word, 0) + 1)) + 1.0
+        """Return the smoothed inverse document frequency of ``word`` (cached)."""
+        cache = self._idf
+        value = cache.get(word)
+        if value is None:
+            value = math.log((self.docs + 1) / (self.words.get(word, 0) + 1)) + 1.0
+            if len(cache) < _IDF_CACHE:
+                cache[word] = value
+        return value
 
     def core_terms(self) -> frozenset[str]:
         """Return the FAQ's own frequent terms that the dictionary splits."""
@@ -109,46 +120,80 @@ class KbStats:
         return None
 
 
-class _Matcher:
+_pair_credit: dict[tuple[str, str], float] = {}
+
+
+def similarity(word: str, other: str) -> float:
+    """Return 1 for the same word, partial credit for near words."""
+    if word == other:
+        return 1.0
+    key = (word, other)
+    credit = _pair_credit.get(key)
+    if credit is not None:
+        return credit
+    if len(word) > 1 and len(other) > 1 and _sound(word) == _sound(other):
+        credit = _SOUND_CREDIT
+    else:
+        common = len(set(word) & set(other))
+        longest = max(len(set(word)), len(set(other)))
+        credit = _CHAR_CREDIT * common / longest if common else 0.0
+    if len(_pair_credit) >= _PAIR_CACHE:
+        _pair_credit.clear()
+    _pair_credit[key] = credit
+    return credit
+
+
+class Matcher:
     """Soft word matching between one question and its candidates."""
 
     def __init__(self, stats: KbStats, query: list[str]) -> None:
         self.stats = stats
         self.query = query
+        self._query_idf = [stats.idf(word) for word in query]
+        self._query_total = sum(self._query_idf)
+        # Per candidate word: its best credit and its credit per query word,
+        # or None when it meets no query word at all.
+        self._rows: dict[str, tuple[float, tuple[float, ...]] | None] = {}
 
-    def similarity(self, word: str, other: str) -> float:
-        """Return 1 for the same word, partial credit for near words."""
-        if word == other:
-            return 1.0
-        if len(word) > 1 and len(other) > 1 and _sound(word) == _sound(other):
-            return _SOUND_CREDIT
-        common = len(set(word) & set(other))
-        if not common:
+    def _row(self, other: str) -> tuple[float, tuple[float, ...]] | None:
+        """Return the credits of ``other`` against each query word (memoised)."""
+        if other in self._rows:
+            return self._rows[other]
+        credits = tuple(similarity(word, other) for word in self.query)
+        best = max(credits, default=0.0)
+        row = (best, credits) if best > 0.0 else None
+        self._rows[other] = row
+        return row
+
+    def coverage(self, words: list[str]) -> float:
+        """Return the harmonic mean of the IDF-weighted coverage both ways.
+
+        Forward: the share of the question found in ``words``; backward: the
+        share of ``words`` found in the question.
+        """
+        if not self.query or not words:
             return 0.0
-        return _CHAR_CREDIT * common / max(len(set(word)), len(set(other)))
-
-    def coverage(self, source: list[str], target: list[str]) -> float:
-        """Return the IDF-weighted share of ``source`` found in ``target``."""
-        if not source or not target:
+        idf = self.stats.idf
+        found_q = [0.0] * len(self.query)
+        found_w = total_w = 0.0
+        for other in words:
+            weight = idf(other)
+            total_w += weight
+            row = self._row(other)
+            if row is None:
+                continue
+            found_w += weight * row[0]
+            for i, credit in enumerate(row[1]):
+                if credit > found_q[i]:
+                    found_q[i] = credit
+        if found_w <= 0.0:
             return 0.0
-        total = sum(self.stats.idf(word) for word in source)
-        found = sum(
-            self.stats.idf(word) * max(self.similarity(word, other) for other in target)
-            for word in source
-        )
-        return found / total
-
-    def score(self, words: list[str], cosine: float) -> float:
-        """Combine both coverages (harmonic mean) with the vector cosine."""
-        forward = self.coverage(self.query, words)
-        backward = self.coverage(words, self.query)
-        both = 2 * forward * backward / (forward + backward) if forward else 0.0
-        return (both + COSINE_WEIGHT * cosine) / (1.0 + COSINE_WEIGHT)
+        forward = sum(w * f for w, f in zip(self._query_idf, found_q, strict=True))
+        forward /= self._query_total
+        backward = found_w / total_w
+        return 2 * forward * backward / (forward + backward)
 
 
-def rescore(
-    stats: KbStats, query: list[str], candidates: list[tuple[list[str], float]]
-) -> list[float]:
-    """Return a 0..1 score per (content words, cosine) candidate."""
-    matcher = _Matcher(stats, query)
-    return [matcher.score(words, cosine) for words, cosine in candidates]
+def fuse(coverage: float, cosine: float) -> float:
+    """Return the 0..1 score of a candidate from its coverage and cosine."""
+    return (coverage + COSINE_WEIGHT * cosine) / (1.0 + COSINE_WEIGHT)

@@ -14,10 +14,10 @@ import numpy as np
 
 from ..models import FaqEntry
 from .embed import Embedder, HashingEmbedder
-from .index import FaqIndex
+from .index import FaqIndex, SparseIndex
 from .intents import GREETING, HUMAN, detect_intent
 from .normalize import has_content, normalize_text
-from .rerank import KbStats, rescore
+from .rerank import KbStats, Matcher, fuse
 from .segment import Lexicon
 
 log = logging.getLogger("goflypy.nlp")
@@ -30,9 +30,9 @@ SUGGEST_REPLY = "您是不是想问："
 
 TOP_CANDIDATES = 3
 # How many nearest entries the second stage re-scores.
-RERANK_POOL = 30
+RERANK_POOL = 16
 # Bump when features or weights change, so saved indexes are rebuilt.
-_EMBEDDER_VERSION = "hash-v3"
+_EMBEDDER_VERSION = "hash-v4"
 
 
 # A score this high is the question itself, however close the runner-up.
@@ -49,8 +49,8 @@ class Thresholds:
     """
 
     answer: float = 0.46
-    suggest: float = 0.40
-    margin: float = 0.01
+    suggest: float = 0.42
+    margin: float = 0.02
 
 
 @dataclass(slots=True)
@@ -87,6 +87,9 @@ class _State:
     entries: dict[str, FaqEntry]
     stats: KbStats = field(default_factory=KbStats)
     words: dict[str, list[list[str]]] = field(default_factory=dict)
+    # Exact lexical index, used instead of the vector index when the
+    # embedder is the default hashing one (which it approximates).
+    lexical: SparseIndex = field(default_factory=SparseIndex)
 
 
 def _texts(entry: FaqEntry) -> list[str]:
@@ -123,7 +126,7 @@ class Robot:
         thresholds: Thresholds | None = None,
         index_dir: Path | None = None,
         lexicon: Lexicon | None = None,
-        dim: int = 2048,
+        dim: int = 1024,
     ) -> None:
         self.thresholds = thresholds or Thresholds()
         self.index_dir = index_dir
@@ -169,6 +172,7 @@ class Robot:
             state.index.remove(faq_id)
             state.entries.pop(faq_id, None)
             state.words.pop(faq_id, None)
+            state.lexical.remove(faq_id)
         log.debug("FAQ entry %s removed", faq_id)
 
     def decide(self, text: str) -> Decision:
@@ -181,39 +185,74 @@ class Robot:
         if not has_content(normalize_text(text)):
             return Decision("handoff", HANDOFF_REPLY)
 
-        candidates = self.search(text, TOP_CANDIDATES)
-        sibling = self._state.stats.sibling_term(self.lexicon.surface_tokens(text))
+        state = self._state
+        raw = self.lexicon.surface_tokens(text)
+        candidates = self._search(state, text, raw, TOP_CANDIDATES)
+        sibling = state.stats.sibling_term(raw)
         if sibling is not None:
             decision = Decision("handoff", HANDOFF_REPLY, None, 0.0, candidates)
         else:
             decision = self._choose(candidates, self.thresholds)
-        log.debug(
-            "robot %s score=%.3f faq=%s sibling=%s top=%s",
-            decision.action,
-            decision.score,
-            decision.faq_id,
-            sibling,
-            [(c.faq_id, c.score) for c in decision.candidates],
-        )
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "robot %s score=%.3f faq=%s sibling=%s top=%s",
+                decision.action,
+                decision.score,
+                decision.faq_id,
+                sibling,
+                [(c.faq_id, c.score) for c in decision.candidates],
+            )
         return decision
 
     def search(self, text: str, limit: int = TOP_CANDIDATES) -> list[Candidate]:
         """Return up to ``limit`` FAQ candidates for ``text``, best first."""
-        state = self._state
-        vector = state.embedder.embed([text])[0]
-        if not np.any(vector):
-            return []
+        raw = self.lexicon.surface_tokens(text)
+        return self._search(self._state, text, raw, limit)
 
-        query = self.lexicon.content_words(self.lexicon.surface_tokens(text))
-        scored: list[tuple[float, FaqEntry]] = []
-        for faq_id, cosine in state.index.search(vector, max(limit, RERANK_POOL)):
-            entry = state.entries.get(faq_id)
-            texts = state.words.get(faq_id)
-            if entry is None or not texts:
-                continue
-            pairs = [(words, cosine) for words in texts]
-            scored.append((max(rescore(state.stats, query, pairs)), entry))
+    def _search(
+        self, state: _State, text: str, raw: list[str], limit: int
+    ) -> list[Candidate]:
+        """Rank FAQ entries for ``text``, whose surface tokens are ``raw``."""
+        tokens = [self.lexicon.canonical(word) for word in raw]
+        embedder = state.embedder
+        matcher = Matcher(state.stats, self.lexicon.content_words(raw))
+        best: dict[str, float] = {}
+        pool = max(limit, RERANK_POOL)
+        if isinstance(embedder, HashingEmbedder):
+            query = embedder.sparse(tokens)
+            if not query:
+                return []
+            floor = 0.0
+            for faq_id, number, cosine in state.lexical.search(query, pool * 2):
+                # Rows come by falling cosine: once even full coverage cannot
+                # lift a row past the current top ``limit``, none later can.
+                if fuse(1.0, cosine) <= floor:
+                    break
+                texts = state.words.get(faq_id)
+                if not texts or number >= len(texts):
+                    continue
+                if faq_id not in best and len(best) == pool:
+                    break
+                score = fuse(matcher.coverage(texts[number]), cosine)
+                if score > best.get(faq_id, 0.0):
+                    best[faq_id] = score
+                    if len(best) >= limit:
+                        floor = sorted(best.values(), reverse=True)[limit - 1]
+        else:
+            vector = embedder.embed([text])[0]
+            if not np.any(vector):
+                return []
+            for faq_id, cosine in state.index.search(vector, pool):
+                texts = state.words.get(faq_id)
+                if texts:
+                    coverage = max(matcher.coverage(words) for words in texts)
+                    best[faq_id] = fuse(coverage, cosine)
 
+        scored = [
+            (score, state.entries[faq_id])
+            for faq_id, score in best.items()
+            if faq_id in state.entries
+        ]
         scored.sort(key=lambda item: -item[0])
         return [
             Candidate(entry.faq_id, entry.question, entry.answer, _clamp(score))
@@ -222,13 +261,18 @@ class Robot:
 
     def _count(self, state: _State, entry: FaqEntry) -> None:
         """Record the content words of ``entry`` and count them into the stats."""
+        embedder = state.embedder
         texts = []
+        rows = []
         for text in _texts(entry):
             raw = self.lexicon.surface_tokens(text)
             words = self.lexicon.content_words(raw)
             state.stats.add(raw, words)
             texts.append(words)
+            if isinstance(embedder, HashingEmbedder):
+                rows.append(embedder.sparse([self.lexicon.canonical(w) for w in raw]))
         state.words[entry.faq_id] = texts
+        state.lexical.add(entry.faq_id, rows)
 
     @staticmethod
     def _choose(candidates: list[Candidate], thresholds: Thresholds) -> Decision:
@@ -266,9 +310,24 @@ class Robot:
             self._count(state, entry)
         return state
 
+    def _vocabulary_stamp(self) -> str:
+        """Return a digest of the synonyms and words the lexicon now uses.
+
+        Saved corpus statistics are only valid for the vocabulary they were
+        counted with, so an edited synonym table forces a rebuild.
+        """
+        self.lexicon.warm_up()
+        digest = hashlib.sha256()
+        for name in ("_synonyms", "_custom_words"):
+            table = getattr(self.lexicon, name, None) or {}
+            for key, value in sorted(table.items(), key=lambda item: item[0]):
+                digest.update(f"{key}\x00{value}\x01".encode())
+            digest.update(b"\x02")
+        return digest.hexdigest()[:16]
+
     def _load_or_build(self, entries: list[FaqEntry]) -> tuple[_State, bool]:
         """Reuse the saved index when it matches ``entries``; else build and save."""
-        stamp = fingerprint(entries) + f":{self.dim}"
+        stamp = f"{fingerprint(entries)}:{self.dim}:{self._vocabulary_stamp()}"
         if self.index_dir is not None:
             state = self._load(stamp, entries)
             if state is not None:

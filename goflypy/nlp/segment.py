@@ -61,6 +61,10 @@ class Lexicon:
         self._synonym_paths = synonym_paths or [_data_path(SYNONYMS)]
         self._tokenizer = jieba.Tokenizer()
         self._synonyms: dict[str, str] = {}
+        self._shipped: dict[str, str] = {}
+        # Admin-added words -> the frequency each had before (None: unknown).
+        self._custom_words: dict[str, int | None] = {}
+        self._custom_total = 0
         self._ready = False
         self._lock = threading.Lock()
 
@@ -78,12 +82,49 @@ class Lexicon:
                     self._tokenizer.load_userdict(handle)
             for path in self._synonym_paths:
                 self._synonyms.update(read_synonyms(path))
+            self._shipped = dict(self._synonyms)
             # NOTE: words go to this tokenizer only; jieba's global one never sees them.
             for word in {*self._synonyms, *self._synonyms.values()}:
                 if len(word) > 1:
                     self._tokenizer.add_word(word, _SYNONYM_FREQ)
             self._ready = True
         log.info("robot lexicon ready: %d synonyms", len(self._synonyms))
+
+    def shipped_synonyms(self) -> dict[str, str]:
+        """Return the variant->canonical table of the synonym files."""
+        self.warm_up()
+        return dict(self._shipped)
+
+    def use_custom(self, synonyms: dict[str, str], words: dict[str, int]) -> None:
+        """Replace the admin-added synonyms (variant->canonical) and words.
+
+        Blocking; the caller validates the entries. Queries running meanwhile
+        see either the old or the new vocabulary word by word; FAQ texts that
+        use a changed word must be indexed again afterwards.
+        """
+        self.warm_up()
+        with self._lock:
+            freq = self._tokenizer.FREQ
+            for word, before in self._custom_words.items():
+                # A zero frequency keeps the prefix entry jieba may rely on.
+                freq[word] = before or 0
+            # add_word adds to jieba's total; take ours back out so repeated
+            # edits do not skew every word's probability.
+            self._tokenizer.total -= self._custom_total
+            wanted = dict(words)
+            for word in {*synonyms, *synonyms.values()}:
+                if len(word) > 1:
+                    wanted.setdefault(word, _SYNONYM_FREQ)
+            self._custom_words = {word: freq.get(word) for word in wanted}
+            for word, count in wanted.items():
+                self._tokenizer.add_word(word, count)
+            self._custom_total = sum(wanted.values())
+            self._synonyms = {**self._shipped, **synonyms}
+        log.info(
+            "robot lexicon: %d custom synonyms, %d custom words",
+            len(synonyms),
+            len(words),
+        )
 
     def canonical(self, word: str) -> str:
         """Return the canonical form of ``word`` (itself when it has none)."""

@@ -11,6 +11,10 @@ Visitors and conversations (conversations.py)
     find_visitor(token) -> Visitor | None                            inline
     get_visitor(visitor_id) -> Visitor | None                        inline
     touch_visitor(visitor_id, channel, page, user_agent) -> Visitor  async
+    find_shopper(shopper_id) -> Visitor | None                       inline
+    link_shopper(shopper_id, current, channel, page, ua)             async
+        -> (Visitor, new token | None): the verified shopper's visitor,
+        adopting ``current`` or creating one when the shopper has none.
     get_conversation(id) -> Conversation | None                      inline
     list_open_conversations() -> list[Conversation]                  inline
     update_conversation(id, change) -> Conversation                  async
@@ -35,12 +39,32 @@ FAQ (faq.py)
     put_faq(entries, replace=), delete_faq(id)                       async
     import_faq_blocking(entries, replace=)                           blocking
 
+Knowledge-base vocabulary and unanswered questions (kb.py)
+    list_synonyms, list_words                                        inline
+    put_synonym_group(group, replaces=), delete_synonym_group(word),
+    put_word(word), delete_word(word)                                async
+        Validation is the caller's (goflypy.kb); the store keeps what it
+        is given.
+    record_unanswered(text, normalized, action=, score=, candidates=,
+        conversation_id=, limit=)                                    async
+        One record per distinct normalised question, counting repeats;
+        beyond ``limit`` the least recently asked are dropped.
+    list_unanswered(limit), get_unanswered(key), count_unanswered    inline
+    delete_unanswered(key) -> bool                                   async
+
 Archive (archive.py, upkeep.py; frames.py holds the file format)
     ensure_hot(id) -> bool                                           async
         Restores an archived conversation (file read in a worker thread,
         one writer job); True if it is hot afterwards, False if unknown.
         append_message and update_conversation call it by themselves when
         the archiver took their conversation meanwhile.
+    ensure_readable(id) -> bool                                      async
+        ensure_hot, but on a full disk the conversation stays archived
+        and is read once so read_conversation/read_messages serve it.
+    read_conversation(id), read_messages(id, after_seq, limit)       inline
+        Hot records, else the archived ones read-only (never restored).
+    list_history(limit, before) -> [ConversationRef]                 inline
+        Closed and archived conversations, newest first.
     archive_entry(id) -> ArchiveEntry | None, iter_archive()         inline
     read_archived(id) -> (Conversation, [Message]) | None            blocking
     restore_blocking(id) -> bool                                     blocking
@@ -54,10 +78,10 @@ Archive (archive.py, upkeep.py; frames.py holds the file format)
     size, or fails authentication.
 
 Encryption (crypto.py)
-    Store(..., keyring=) seals conversation and message records and
-    archive frames with SM4-GCM. Opening with a wrong or missing key
-    raises WrongKey before anything is written. use_keyring(keyring)
-    switches to a rotated keyring at run time.
+    Store(..., keyring=) seals conversation, message and visitor records
+    and archive frames with SM4-GCM (``sm4=`` forces a backend). Opening
+    with a wrong or missing key raises WrongKey before anything is written.
+    use_keyring(keyring) switches to a rotated keyring at run time.
 
 Writes raise StorageFull when the disk is full (nothing is written, reads
 keep working) and StoreError after close(). "async" methods must be awaited
@@ -70,21 +94,34 @@ from pathlib import Path
 from typing import Any
 
 from .accounts import AccountStore
-from .archive import ArchiveEntry, ArchiveResult, ArchiveStore
+from .archive import ArchiveEntry, ArchiveResult, ArchiveStore, ConversationRef
 from .conversations import Appended, ConversationStore
-from .crypto import Codec, Keyring, key_check, load_keyring, verify_keys
+from .crypto import Codec, Keyring, Sm4Gcm, key_check, load_keyring, verify_keys
 from .env import Env
 from .faq import FaqStore
 from .frames import SegmentWriter
+from .kb import DictWord, KbStore, SynonymGroup, Unanswered
 from .upkeep import UpkeepStore
 
-__all__ = ["Appended", "ArchiveEntry", "ArchiveResult", "Keyring", "Store"]
+__all__ = [
+    "Appended",
+    "ArchiveEntry",
+    "ArchiveResult",
+    "ConversationRef",
+    "DictWord",
+    "Keyring",
+    "Store",
+    "SynonymGroup",
+    "Unanswered",
+]
 
 SCHEMA_VERSION = 1
 MB = 1024 * 1024
 
 
-class Store(ArchiveStore, UpkeepStore, ConversationStore, AccountStore, FaqStore):
+class Store(
+    ArchiveStore, UpkeepStore, ConversationStore, AccountStore, FaqStore, KbStore
+):
     """All records of one data directory."""
 
     def __init__(
@@ -97,12 +134,13 @@ class Store(ArchiveStore, UpkeepStore, ConversationStore, AccountStore, FaqStore
         max_map_mb: int = 0,
         archive_max_frame_mb: int = 64,
         segment_mb: int = 64,
+        sm4: Sm4Gcm | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.archive_dir = data_dir / "archive"
         self.max_frame_bytes = archive_max_frame_mb * MB
         self.segments = SegmentWriter(self.archive_dir, segment_mb * MB)
-        self.codec = Codec(keyring)
+        self.codec = Codec(keyring) if sm4 is None else Codec(keyring, sm4)
         self.env = Env(
             data_dir / "lmdb", map_size_mb * MB, commit_batch, max_map_mb * MB
         )

@@ -11,18 +11,23 @@ ends up hot; it is never lost and never in both places.
 
 Restore is one writer job: put the records back, delete the index entry.
 Visitor records, visitor tokens and client-id dedupe entries stay hot.
+When the disk has no room for that write, reads are served from the frame
+instead (read_conversation, read_messages) and the conversation stays
+archived until a write can restore it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import lmdb
 
-from ..errors import CorruptData
+from ..errors import CorruptData, StorageFull
 from ..log import store as log
 from ..models import Conversation, Message
 from .crypto import Codec
@@ -62,6 +67,54 @@ class _Snapshot:
 
 
 @dataclass(slots=True)
+class ConversationRef:
+    """A line of the conversation history list: hot or archived."""
+
+    id: str
+    visitor_id: str
+    state: str
+    created: int
+    updated: int
+    messages: int
+    archived: bool
+
+
+# Archived conversations kept decoded for read-only use (a full disk).
+_VIEW_CACHE_SIZE = 4
+
+
+class _ViewCache:
+    """The last few archived conversations read without restoring them."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._items: OrderedDict[str, tuple[bytes, Conversation, list[Message]]] = (
+            OrderedDict()
+        )
+
+    def get(self, cid: str, where: bytes) -> tuple[Conversation, list[Message]] | None:
+        with self._lock:
+            item = self._items.get(cid)
+            if item is None or item[0] != where:
+                return None
+            self._items.move_to_end(cid)
+            return item[1], item[2]
+
+    def put(
+        self,
+        cid: str,
+        where: bytes,
+        conversation: Conversation,
+        messages: list[Message],
+    ) -> None:
+        with self._lock:
+            self._items[cid] = (where, conversation, messages)
+            self._items.move_to_end(cid)
+            while len(self._items) > _VIEW_CACHE_SIZE:
+                self._items.popitem(last=False)
+
+
+@dataclass(slots=True)
 class ArchiveResult:
     archived: int = 0
     raced: int = 0
@@ -78,6 +131,9 @@ class ArchiveStore:
     archive_dir: Path
     segments: SegmentWriter
     max_frame_bytes: int
+    _views: _ViewCache | None = None
+    # Provided by ConversationStore (conversations.py).
+    list_messages: Callable[..., list[Message]]
 
     # Queries
 
@@ -108,19 +164,115 @@ class ArchiveStore:
     def read_archived(
         self, conversation_id: str
     ) -> tuple[Conversation, list[Message]] | None:
-        """An archived conversation without restoring it. Blocking (file I/O)."""
+        """An archived conversation without restoring it. Blocking (file I/O);
+        the last few read are kept decoded."""
         for _attempt in range(3):
             entry = self.archive_entry(conversation_id)
             if entry is None:
                 return None
+            where = pack_record(entry)
+            cached = self._view_cache().get(conversation_id, where)
+            if cached is not None:
+                return cached
             try:
                 contents = self._read_contents(entry)
             except FileNotFoundError:
                 continue  # compaction moved it; read the index again
             conversation = unpack_record(Conversation, contents.conversation)
             messages = [unpack_record(Message, m) for m in contents.messages]
+            self._view_cache().put(conversation_id, where, conversation, messages)
             return conversation, messages
         return None
+
+    def _view_cache(self) -> _ViewCache:
+        if self._views is None:
+            self._views = _ViewCache()
+        return self._views
+
+    def read_conversation(self, conversation_id: str) -> Conversation | None:
+        """The hot conversation, else the archived one, read-only.
+
+        Blocking when the archived frame is not cached: call ensure_readable
+        first on the event loop."""
+        try:
+            key = id_bytes(conversation_id)
+        except ValueError:
+            return None
+        with self.env.read() as txn:
+            raw = txn.get(key, db=self.env.dbs["conv"])
+            if raw is not None:
+                conv: Conversation = unpack_record(
+                    Conversation, self.codec.open(key, raw)
+                )
+                return conv
+        archived = self.read_archived(conversation_id)
+        return None if archived is None else archived[0]
+
+    def read_messages(
+        self, conversation_id: str, after_seq: int = 0, limit: int | None = None
+    ) -> list[Message]:
+        """Messages with seq above ``after_seq``, hot or read-only from the
+        archive (see read_conversation)."""
+        key = id_bytes(conversation_id)
+        with self.env.read() as txn:
+            hot = txn.get(key, db=self.env.dbs["conv"]) is not None
+        if hot:
+            return self.list_messages(conversation_id, after_seq, limit)
+        archived = self.read_archived(conversation_id)
+        if archived is None:
+            return []
+        found = [m for m in archived[1] if m.seq > after_seq]
+        return found if limit is None else found[:limit]
+
+    def list_history(
+        self, limit: int, before: str | None = None
+    ) -> list[ConversationRef]:
+        """Closed and archived conversations, newest first (by start time),
+        started before the conversation ``before``. Reads only index entries
+        and hot records, never a frame."""
+        dbs = self.env.dbs
+        upto = id_bytes(before) if before else b"\xff" * 16
+        found: list[ConversationRef] = []
+        with self.env.read() as txn:
+            for name in ("conv", "arch"):
+                cursor = txn.cursor(db=dbs[name])
+                more = cursor.prev() if cursor.set_range(upto) else cursor.last()
+                taken = 0
+                while more and taken < limit:
+                    ref = self._history_ref(name, bytes(cursor.key()), cursor.value())
+                    if ref is not None:
+                        found.append(ref)
+                        taken += 1
+                    more = cursor.prev()
+        found.sort(key=lambda ref: ref.id, reverse=True)
+        return found[:limit]
+
+    def _history_ref(
+        self, name: str, key: bytes, value: bytes | memoryview
+    ) -> ConversationRef | None:
+        if name == "arch":
+            entry = unpack_record(ArchiveEntry, value)
+            return ConversationRef(
+                id_hex(key),
+                entry.visitor,
+                "archived",
+                entry.created,
+                entry.updated,
+                entry.messages,
+                True,
+            )
+        conv = unpack_record(Conversation, self.codec.open(key, value))
+        if conv.state != "closed":
+            return None  # open conversations have their own lists
+        return ConversationRef(
+            conv.id,
+            conv.visitor_id,
+            conv.state,
+            conv.created,
+            conv.updated,
+            conv.last_seq,
+            False,
+        )
 
     def _read_contents(self, entry: ArchiveEntry) -> Contents:
         path = segment_path(self.archive_dir, entry.seg)
@@ -141,6 +293,18 @@ class ArchiveStore:
             if txn.get(key, db=self.env.dbs["arch"]) is None:
                 return False
         return await asyncio.to_thread(self.restore_blocking, conversation_id)
+
+    async def ensure_readable(self, conversation_id: str) -> bool:
+        """Restore an archived conversation, or, when the disk is too full
+        for that, keep it archived and read it once in a worker thread so
+        read_conversation and read_messages serve it read-only. True if
+        the conversation exists."""
+        try:
+            return await self.ensure_hot(conversation_id)
+        except StorageFull:
+            log.warning("no room to restore %s; serving it read-only", conversation_id)
+            found = await asyncio.to_thread(self.read_archived, conversation_id)
+            return found is not None
 
     def restore_blocking(self, conversation_id: str) -> bool:
         """Put an archived conversation back in the hot databases."""

@@ -21,7 +21,7 @@ from typing import Any
 
 from .. import __version__
 from ..errors import CorruptData, GoflyError, StoreError
-from ..models import Conversation, Message
+from ..models import Conversation, Message, Visitor
 from .frames import archive_lock, list_segments, scan_segment
 from .keys import unpack_record
 
@@ -123,8 +123,9 @@ def restore(src: Path, data_dir: Path, force: bool = False) -> Path | None:
 
 
 def check_store(store: Any) -> dict[str, Any]:
-    """Decode every conversation and message, open every indexed frame and
-    scan every segment. Blocking; ``problems`` lists what failed."""
+    """Decode every conversation, message and visitor record, open every
+    indexed frame and scan every segment. Blocking; ``problems`` lists what
+    failed."""
     problems: list[str] = []
     records = _check_records(store, problems)
     indexed = _check_index(store, problems)
@@ -140,7 +141,7 @@ def check_store(store: Any) -> dict[str, Any]:
 
 
 def _check_records(store: Any, problems: list[str]) -> dict[str, int]:
-    counts = {"conversations": 0, "messages": 0}
+    counts = {"conversations": 0, "messages": 0, "visitors": 0}
     for label, cls, key, value in _iter_raw(store):
         try:
             unpack_record(cls, store.codec.open(key, value))
@@ -154,6 +155,7 @@ def _iter_raw(store: Any) -> Iterator[tuple[str, type, bytes, bytes]]:
     for db, label, cls in (
         ("conv", "conversations", Conversation),
         ("msg", "messages", Message),
+        ("visitor", "visitors", Visitor),
     ):
         after = b""
         while True:

@@ -54,6 +54,40 @@ def _get(
     return unpack_record(cls, raw if codec is None else codec.open(key, raw))
 
 
+def shopper_name(shopper_id: str) -> str:
+    """The name agents see for a verified shopper."""
+    return f"会员 {shopper_id}"
+
+
+def _new_visitor(
+    channel: str, page: str, user_agent: str
+) -> tuple[Visitor, Conversation]:
+    """A new visitor and its first conversation (not yet stored)."""
+    ts = now_ms()
+    vid = id_hex(new_id(ts))
+    visitor = Visitor(
+        id=vid,
+        name=f"访客 {vid[-4:]}",
+        first_seen=ts,
+        last_seen=ts,
+        channel=channel,
+        page=page,
+        user_agent=user_agent,
+    )
+    conversation = Conversation(
+        id=id_hex(new_id(ts)),
+        visitor_id=vid,
+        state="robot",
+        created=ts,
+        updated=ts,
+        channel=channel,
+        page=page,
+    )
+    visitor.conversation_id = conversation.id
+    visitor.conversations = 1
+    return visitor, conversation
+
+
 class ConversationStore:
     """Mixin of Store; see store/__init__.py for the contract."""
 
@@ -66,12 +100,14 @@ class ConversationStore:
         self, conversation_id: str, job: Callable[[lmdb.Transaction], T]
     ) -> T:
         """Run a job on a conversation, bringing it back from the archive
-        first if the archiver took it meanwhile."""
-        try:
-            return await self.env.write(job)
-        except NotFound:
-            if not await self.ensure_hot(conversation_id):
-                raise
+        first if the archiver took it meanwhile (again, if it took it again
+        between the restore and the retry)."""
+        for _attempt in range(3):
+            try:
+                return await self.env.write(job)
+            except NotFound:
+                if not await self.ensure_hot(conversation_id):
+                    raise
         return await self.env.write(job)
 
     # Visitors
@@ -81,33 +117,13 @@ class ConversationStore:
     ) -> tuple[Visitor, str]:
         """Create a visitor and its first conversation; returns it and its token."""
         token = secrets.token_urlsafe(32)
-        ts = now_ms()
-        vid = id_hex(new_id(ts))
-        visitor = Visitor(
-            id=vid,
-            name=f"访客 {vid[-4:]}",
-            first_seen=ts,
-            last_seen=ts,
-            channel=channel,
-            page=page,
-            user_agent=user_agent,
-        )
-        conversation = Conversation(
-            id=id_hex(new_id(ts)),
-            visitor_id=vid,
-            state="robot",
-            created=ts,
-            updated=ts,
-            channel=channel,
-            page=page,
-        )
-        visitor.conversation_id = conversation.id
-        visitor.conversations = 1
+        visitor, conversation = _new_visitor(channel, page, user_agent)
+        vid = visitor.id
         dbs = self.env.dbs
         codec = self.codec
 
         def job(txn: lmdb.Transaction) -> None:
-            txn.put(id_bytes(vid), pack_record(visitor), db=dbs["visitor"])
+            _put_visitor(txn, dbs, visitor, codec)
             txn.put(token_key(token), id_bytes(vid), db=dbs["vtoken"])
             _put_conversation(txn, dbs, conversation, codec)
 
@@ -120,20 +136,22 @@ class ConversationStore:
             raw = txn.get(token_key(token), db=self.env.dbs["vtoken"])
             if raw is None:
                 return None
-            return _get(txn, self.env.dbs["visitor"], Visitor, bytes(raw))  # type: ignore[return-value]
+            return _get(txn, self.env.dbs["visitor"], Visitor, bytes(raw), self.codec)  # type: ignore[return-value]
 
     def get_visitor(self, visitor_id: str) -> Visitor | None:
+        key = id_bytes(visitor_id)
         with self.env.read() as txn:
-            return _get(txn, self.env.dbs["visitor"], Visitor, id_bytes(visitor_id))  # type: ignore[return-value]
+            return _get(txn, self.env.dbs["visitor"], Visitor, key, self.codec)  # type: ignore[return-value]
 
     async def touch_visitor(
         self, visitor_id: str, channel: str, page: str, user_agent: str
     ) -> Visitor:
         """Record where and when a visitor was last seen."""
-        db = self.env.dbs["visitor"]
+        dbs = self.env.dbs
+        codec = self.codec
 
         def job(txn: lmdb.Transaction) -> Visitor:
-            visitor = _get(txn, db, Visitor, id_bytes(visitor_id))
+            visitor = _get(txn, dbs["visitor"], Visitor, id_bytes(visitor_id), codec)
             if visitor is None:
                 raise NotFound("no such visitor")
             assert isinstance(visitor, Visitor)
@@ -141,8 +159,70 @@ class ConversationStore:
             visitor.channel = channel
             visitor.page = page or visitor.page
             visitor.user_agent = user_agent or visitor.user_agent
-            txn.put(id_bytes(visitor_id), pack_record(visitor), db=db)
+            _put_visitor(txn, dbs, visitor, codec)
             return visitor
+
+        return await self.env.write(job)
+
+    def find_shopper(self, shopper_id: str) -> Visitor | None:
+        """The visitor linked to a verified shopper id, or None."""
+        with self.env.read() as txn:
+            raw = txn.get(token_key(shopper_id), db=self.env.dbs["shopper"])
+            if raw is None:
+                return None
+            return _get(txn, self.env.dbs["visitor"], Visitor, bytes(raw), self.codec)  # type: ignore[return-value]
+
+    async def link_shopper(
+        self,
+        shopper_id: str,
+        current: Visitor | None,
+        channel: str,
+        page: str,
+        user_agent: str,
+    ) -> tuple[Visitor, str | None]:
+        """The visitor of a verified shopper, found, adopted or created in one write.
+
+        The shopper's linked visitor wins; else ``current`` (this device's
+        visitor) is adopted if no other shopper has it; else a new visitor is
+        made. Returns the visitor and a new token for this device, or None
+        when ``current`` is the answer and its token still applies.
+        """
+        dbs = self.env.dbs
+        codec = self.codec
+        link = token_key(shopper_id)
+
+        def job(txn: lmdb.Transaction) -> tuple[Visitor, str | None]:
+            raw = txn.get(link, db=dbs["shopper"])
+            found = (
+                _get(txn, dbs["visitor"], Visitor, bytes(raw), codec) if raw else None
+            )
+            adopt = current is not None and found is None
+            if adopt:
+                assert current is not None
+                found = _get(txn, dbs["visitor"], Visitor, id_bytes(current.id), codec)
+                if isinstance(found, Visitor) and found.shopper_id not in (
+                    "",
+                    shopper_id,
+                ):
+                    found = None
+            token: str | None = None
+            if isinstance(found, Visitor):
+                visitor = found
+                visitor.last_seen = now_ms()
+                visitor.channel = channel
+                visitor.page = page or visitor.page
+                visitor.user_agent = user_agent or visitor.user_agent
+            else:
+                visitor, conversation = _new_visitor(channel, page, user_agent)
+                _put_conversation(txn, dbs, conversation, codec)
+            visitor.shopper_id = shopper_id
+            visitor.name = shopper_name(shopper_id)
+            if current is None or current.id != visitor.id:
+                token = secrets.token_urlsafe(32)
+                txn.put(token_key(token), id_bytes(visitor.id), db=dbs["vtoken"])
+            _put_visitor(txn, dbs, visitor, codec)
+            txn.put(link, id_bytes(visitor.id), db=dbs["shopper"])
+            return visitor, token
 
         return await self.env.write(job)
 
@@ -280,6 +360,17 @@ def _note_message(conversation: Conversation, message: Message) -> None:
             conversation.agent = None
             conversation.agent_name = None
             conversation.rating = None
+
+
+def _put_visitor(
+    txn: lmdb.Transaction,
+    dbs: dict[str, lmdb._Database],
+    visitor: Visitor,
+    codec: Codec,
+) -> None:
+    """Visitor records are sealed too: they may hold a shopper id."""
+    key = id_bytes(visitor.id)
+    txn.put(key, codec.seal(key, pack_record(visitor)), db=dbs["visitor"])
 
 
 def _put_conversation(

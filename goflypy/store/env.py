@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import errno
+import os
 import queue
 import threading
 import time
@@ -35,14 +36,20 @@ DB_NAMES = (
     "open",  # conversation id of every conversation not closed -> b""
     "visitor",  # visitor id -> Visitor
     "vtoken",  # sha256(visitor token) -> visitor id
+    "shopper",  # sha256(verified shopper id) -> visitor id
     "account",  # username -> Account
     "session",  # sha256(session token) -> session record
     "faq",  # faq id -> FaqEntry
     "meta",  # name -> value (schema version, secrets, settings)
     "arch",  # conversation id -> where its archive frame is (archive.py)
     "restored",  # conversation id -> ms it came back from the archive
+    "lexicon",  # admin synonym groups and dictionary words (kb.py)
+    "unanswered",  # salted hash of a handed-off question -> its record (kb.py)
+    "unanswered_at",  # last-asked ms + that hash -> b"" (kb.py)
 )
 
+# A failed commit with less free disk than this is reported as storage full.
+_FULL_BELOW = 1024 * 1024
 # Grow the map when it is this full; double it each time.
 _GROW_AT = 0.75
 _STOP = object()
@@ -288,6 +295,7 @@ class Env:
                 and getattr(exc, "errno", None) == errno.ENOSPC
             )
             or "No space left" in str(exc)
+            or self._is_disk_full()
         )
         if full:
             log.error("storage full: %s", exc)
@@ -297,6 +305,18 @@ class Env:
             error = StoreError(f"commit failed: {exc}")
         for _job, future in batch:
             future.set_exception(error)
+
+    def _is_disk_full(self) -> bool:
+        """Whether the data disk is (nearly) out of space.
+
+        LMDB reports a short write as EIO, not ENOSPC, when the disk had a
+        few bytes left but not a whole page run.
+        """
+        try:
+            stat = os.statvfs(self.path)
+        except OSError:
+            return False
+        return stat.f_bavail * stat.f_frsize < _FULL_BELOW
 
     def _grow_if_needed(self) -> None:
         info = self.info()

@@ -7,7 +7,6 @@ what was read, so they never undo a write that happened meanwhile.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +33,11 @@ from .keys import id_bytes, pack_record, unpack_record
 # Frames moved per fsync and index update during compaction.
 _MOVE_BATCH_BYTES = 8 * 1024 * 1024
 _RESEAL_BATCH = 500
+# Databases whose values are sealed (under their own key as associated
+# data) when encryption is on.
+SEALED_DBS = ("conv", "msg", "visitor", "unanswered")
+# Databases mapping a lookup key to a visitor id.
+_VISITOR_LINKS = ("vtoken", "shopper")
 
 
 @dataclass(slots=True)
@@ -47,6 +51,16 @@ class SegmentStats:
     @property
     def dead_bytes(self) -> int:
         return self.size - self.live_bytes
+
+
+@dataclass(slots=True)
+class _Extras:
+    """What goes with expired conversations: (dedupe key, message key),
+    visitor key -> its conversation key, (database, link key, visitor key)."""
+
+    cids: list[tuple[bytes, bytes]]
+    visitors: dict[bytes, bytes]
+    links: list[tuple[str, bytes, bytes]]
 
 
 class UpkeepStore:
@@ -86,7 +100,10 @@ class UpkeepStore:
                 return 0
             for seg in self.segment_stats():
                 if seg.number == self.segments.current:
-                    continue
+                    if not seg.stale_key_frames:
+                        continue
+                    # After a rotation: append elsewhere so this one can go.
+                    self.segments.current = None
                 if (
                     seg.live_frames == 0
                     or seg.dead_bytes >= dead_ratio * seg.size
@@ -153,7 +170,9 @@ class UpkeepStore:
 
     def expire_blocking(self, cutoff_ms: int) -> int:
         """Delete archived conversations idle since before the cutoff, with
-        their dedupe entries and, if it has no other, their visitor."""
+        their dedupe entries, their visitor and the links to that visitor.
+
+        A conversation restored meanwhile keeps everything."""
         dbs = self.env.dbs
         old = {
             id_bytes(cid): pack_record(entry)
@@ -162,48 +181,48 @@ class UpkeepStore:
         }
         if not old:
             return 0
-        doomed_cids, visitors, tokens = self._expiry_extras(old)
+        extras = self._expiry_extras(old)
 
         def job(txn: lmdb.Transaction) -> int:
-            gone = 0
+            gone = set()
             for key, raw in old.items():
                 if txn.get(key, db=dbs["arch"]) == raw:
                     txn.delete(key, db=dbs["arch"])
-                    gone += 1
-            for cid_key, message_key in doomed_cids:
-                if txn.get(cid_key, db=dbs["cid"]) == message_key:
-                    txn.delete(cid_key, db=dbs["cid"])
-            for token_key, vid in tokens:
-                txn.delete(token_key, vid, db=dbs["vtoken"])
-            for vid in visitors:
+                    gone.add(key)
+            for cid_key, message_key in extras.cids:
+                if message_key[:16] in gone:
+                    txn.delete(cid_key, message_key, db=dbs["cid"])
+            doomed = {v for v, conv in extras.visitors.items() if conv in gone}
+            for db, link, vid in extras.links:
+                if vid in doomed:
+                    txn.delete(link, vid, db=dbs[db])
+            for vid in doomed:
                 txn.delete(vid, db=dbs["visitor"])
-            return gone
+            return len(gone)
 
         gone = int(self.env.write_blocking(job))
         log.info("retention removed %d archived conversations", gone)
         return gone
 
-    def _expiry_extras(
-        self, old: dict[bytes, bytes]
-    ) -> tuple[list[tuple[bytes, bytes]], set[bytes], list[tuple[bytes, bytes]]]:
+    def _expiry_extras(self, old: dict[bytes, bytes]) -> _Extras:
+        """Dedupe entries of the doomed conversations, their visitors, and
+        the token and shopper links that lead to those visitors."""
         dbs = self.env.dbs
-        cids: list[tuple[bytes, bytes]] = []
-        visitors: set[bytes] = set()
-        tokens: list[tuple[bytes, bytes]] = []
+        extras = _Extras([], {}, [])
         with self.env.read() as txn:
             for key, value in txn.cursor(db=dbs["cid"]):
                 if bytes(value[:16]) in old:
-                    cids.append((bytes(key), bytes(value)))
-            owners = defaultdict(list)
+                    extras.cids.append((bytes(key), bytes(value)))
             for key, value in txn.cursor(db=dbs["visitor"]):
-                visitor = unpack_record(Visitor, value)
-                if visitor.conversation_id and id_bytes(visitor.conversation_id) in old:
-                    owners[bytes(key)].append(visitor.id)
-            visitors = set(owners)
-            for key, value in txn.cursor(db=dbs["vtoken"]):
-                if bytes(value) in visitors:
-                    tokens.append((bytes(key), bytes(value)))
-        return cids, visitors, tokens
+                visitor = unpack_record(Visitor, self.codec.open(key, value))
+                conv = visitor.conversation_id
+                if conv and id_bytes(conv) in old:
+                    extras.visitors[bytes(key)] = id_bytes(conv)
+            for db in _VISITOR_LINKS:
+                for key, value in txn.cursor(db=dbs[db]):
+                    if bytes(value) in extras.visitors:
+                        extras.links.append((db, bytes(key), bytes(value)))
+        return extras
 
     # Re-encryption
 
@@ -212,7 +231,7 @@ class UpkeepStore:
         if not self.codec.enabled:
             return 0
         total = 0
-        for name in ("conv", "msg"):
+        for name in (n for n in SEALED_DBS if n in self.env.dbs):
             after = b""
             while True:
                 batch, after = self._stale_records(name, after)

@@ -12,6 +12,7 @@ import {
   unlockOnFirstGesture,
 } from "./alerts.js";
 import { channelLabel, formatTime, stateLabel } from "./labels.js";
+import { setupSuggestions } from "./suggest.js";
 
 const TYPING_EVERY_MS = 2000;
 const TYPING_SHOW_MS = 4000;
@@ -44,6 +45,8 @@ const state = {
   typingSendTimer: null,
   typingTimer: null,
   clientCounter: 0,
+  past: [], // closed and archived conversations, newest first ("past" frames)
+  pastMore: false,
 };
 
 const els = {
@@ -107,8 +110,10 @@ function renderList() {
     document.querySelector(`[data-count="${tab}"]`).textContent = String(count);
   }
 
-  const items = sortForTab(all.filter((c) => inTab(c, state.tab)), state.tab);
-  const nodes = items.map(renderItem);
+  const nodes =
+    state.tab === "past"
+      ? pastNodes()
+      : sortForTab(all.filter((c) => inTab(c, state.tab)), state.tab).map(renderItem);
   els.list.replaceChildren(...nodes);
   els.empty.hidden = nodes.length > 0;
 
@@ -150,6 +155,7 @@ function openConversation(id) {
     state.openId = id;
     state.seen = new Set();
     els.messages.replaceChildren();
+    suggestions.clear();
     hideTyping();
     els.input.value = "";
   }
@@ -291,6 +297,7 @@ function onWelcome(frame) {
   showConn("online", "已连接");
   state.convs = new Map((frame.conversations || []).map((c) => [c.id, c]));
   renderList();
+  if (state.tab === "past") sendFrame({ type: "past" });
   if (state.openId) openConversation(state.openId);
   for (const [clientId, item] of state.pending) {
     sendFrame({ type: "message", conversation_id: item.convId, client_id: clientId, text: item.text });
@@ -324,6 +331,7 @@ function onMessage(frame) {
   const conv = state.convs.get(frame.conversation_id);
   if (frame.conversation_id === state.openId) {
     showMessage(frame);
+    if (frame.sender === "visitor") suggestions.refresh(frame.conversation_id);
   }
   if (frame.sender !== "visitor" || !conv) return;
 
@@ -349,11 +357,68 @@ function onHistory(frame) {
   state.openSummary = conv;
   if (conv && conv.state !== "closed") state.convs.set(conv.id, conv);
   renderPaneHead();
+  // On a full disk an archived conversation is shown without restoring it.
+  if (frame.archived) els.stateTag.textContent = "已归档 · 只读";
+  const past = state.past.find((item) => item.id === frame.conversation_id);
+  if (past && !frame.archived) past.archived = false;
   renderVisitor(frame.visitor || {}, conv || {});
   for (const msg of frame.messages || []) showMessage(msg);
   scrollToEnd();
   renderList();
-  if (conv) markRead(conv.id, conv.last_seq);
+  if (conv && !frame.archived) markRead(conv.id, conv.last_seq);
+  suggestions.refresh(frame.conversation_id);
+}
+
+// ---- earlier conversations (closed or archived) ----------------------------
+
+function pastNodes() {
+  const nodes = state.past.map(renderPastItem);
+  if (state.pastMore && state.past.length) {
+    const li = el("li", "conv-more");
+    const more = el("button", "ghost", "加载更多");
+    more.type = "button";
+    more.addEventListener("click", () =>
+      sendFrame({ type: "past", before: state.past[state.past.length - 1].id }),
+    );
+    li.append(more);
+    nodes.push(li);
+  }
+  return nodes;
+}
+
+function renderPastItem(item) {
+  const li = el("li", "conv-item past");
+  li.dataset.id = item.id;
+  li.dataset.state = item.archived ? "archived" : item.state;
+  li.setAttribute("role", "option");
+  li.setAttribute("aria-selected", String(item.id === state.openId));
+  li.tabIndex = 0;
+
+  const top = el("div", "conv-top");
+  top.append(el("span", "conv-name", item.visitor_name || "访客"));
+  top.append(el("span", "tag state-closed", item.archived ? "已归档" : "已结束"));
+  const bottom = el("div", "conv-bottom");
+  bottom.append(el("span", "preview", `${item.messages} 条消息`));
+  bottom.append(el("time", "when", formatTime(item.updated, true)));
+  li.append(top, bottom);
+
+  // Opening an archived conversation brings it back from the archive.
+  const open = () => {
+    state.openSummary = { ...item, state: "closed" };
+    openConversation(item.id);
+  };
+  li.addEventListener("click", open);
+  li.addEventListener("keydown", (event) => {
+    if (event.key === "Enter") open();
+  });
+  return li;
+}
+
+function onPast(frame) {
+  const items = frame.conversations || [];
+  state.past = frame.before ? state.past.concat(items) : items;
+  state.pastMore = Boolean(frame.more);
+  renderList();
 }
 
 function onAck(frame) {
@@ -405,6 +470,7 @@ const HANDLERS = {
   conversation: onConversation,
   message: onMessage,
   history: onHistory,
+  past: onPast,
   ack: onAck,
   error: onError,
   typing: (frame) => {
@@ -538,6 +604,7 @@ function signalTyping() {
 
 function setTab(tab) {
   state.tab = tab;
+  if (tab === "past") sendFrame({ type: "past" });
   for (const button of document.querySelectorAll("[data-tab]")) {
     button.setAttribute("aria-selected", String(button.dataset.tab === tab));
   }
@@ -574,6 +641,18 @@ function refreshNotifyButton(permission = notificationPermission()) {
   els.notifyBtn.hidden = permission !== "default";
 }
 els.notifyBtn.addEventListener("click", () => askNotificationPermission().then(refreshNotifyButton));
+
+// FAQ answers beside the reply box: fill the box, or send at once.
+const suggestions = setupSuggestions({
+  fill(text) {
+    els.input.value = text;
+    els.input.focus();
+  },
+  send(text) {
+    els.input.value = text;
+    sendReply();
+  },
+});
 
 setBaseTitle("客服工作台 · goflypy");
 unlockOnFirstGesture(refreshNotifyButton);

@@ -8,6 +8,12 @@
  * "page"), data-title (header text). The server address is taken from the
  * script's own src, so the tag works on any page the server allows.
  *
+ * A signed-in shopper: data-shopper-id, data-shopper-ts and data-shopper-sig
+ * carry the identity the shop's backend signed (docs/protocol.md, "Verified
+ * identity"); /chat takes shopper_id, ts and sig from its query instead.
+ * Pages may also call goflypy.identify({shopper_id, ts, sig}) after sign-in
+ * and goflypy.signOut() after sign-out.
+ *
  * Everything lives in an open shadow root so the host page's CSS cannot reach
  * it, and every piece of chat text is inserted with textContent.
  */
@@ -131,10 +137,49 @@
     }
   }
 
+  // Verified identity: from the tag, or from /chat's fragment or query (the
+  // fragment never reaches a server log). Either is taken out of the address
+  // bar like the token: agents see the page address.
+  function readIdentity() {
+    const data = SCRIPT.dataset;
+    let raw = { shopper_id: data.shopperId, ts: data.shopperTs, sig: data.shopperSig };
+    if (mode !== "page") return cleanIdentity(raw);
+    const fragment = new URLSearchParams(window.location.hash.slice(1));
+    const source = [pageQuery, fragment].filter((params) => params.get("sig")).pop();
+    if (!source) return cleanIdentity(raw);
+    raw = { shopper_id: source.get("shopper_id"), ts: source.get("ts"), sig: source.get("sig") };
+    ["shopper_id", "ts", "sig"].forEach((name) => source.delete(name));
+    const rest = pageQuery.toString();
+    const hash = source === fragment ? fragment.toString() : window.location.hash.slice(1);
+    try {
+      window.history.replaceState(
+        window.history.state,
+        "",
+        window.location.pathname + (rest ? "?" + rest : "") + (hash ? "#" + hash : ""),
+      );
+    } catch (err) {
+      // Sandboxed webviews may refuse; pageAddress() still drops the fields.
+    }
+    return cleanIdentity(raw);
+  }
+
+  function cleanIdentity(raw) {
+    if (!raw || !raw.shopper_id || !raw.sig) return null;
+    return { shopper_id: String(raw.shopper_id), ts: Number(raw.ts), sig: String(raw.sig) };
+  }
+
+  function pageAddress() {
+    const rest = new URLSearchParams(window.location.search);
+    ["token", "shopper_id", "ts", "sig"].forEach((name) => rest.delete(name));
+    const query = rest.toString();
+    return (window.location.origin + window.location.pathname + (query ? "?" + query : "")).slice(0, 1000);
+  }
+
   // ---- chat state --------------------------------------------------------
 
   const state = {
     token: loadToken(),
+    identity: readIdentity(),
     conversationId: null,
     highestSeq: 0,
     seen: new Set(), // "conversation:seq" already on screen
@@ -608,6 +653,11 @@ button { font: inherit; cursor: pointer; }
 
   function onError(frame) {
     const text = TEXT.errors[frame.code];
+    if (frame.code === "bad_identity") {
+      // The socket goes on anonymous; do not repeat the identity on reconnects.
+      state.identity = null;
+      return;
+    }
     if (!state.welcomed && (frame.code === "busy" || frame.code === "rate_limited")) {
       // The server refused this socket or this new visitor: reconnect no
       // sooner than it asks, so a full server is not stormed.
@@ -673,8 +723,8 @@ button { font: inherit; cursor: pointer; }
       visitor_token: state.token || null,
       channel: channel,
       last_seq: state.highestSeq,
-      page: (window.location.origin + window.location.pathname + window.location.search).slice(0, 1000),
-      identity: null,
+      page: pageAddress(),
+      identity: state.identity,
     });
   }
 
@@ -865,7 +915,40 @@ button { font: inherit; cursor: pointer; }
     if (mode === "page") inputEl.focus();
   }
 
-  window.goflypy = { open: openPanel, close: closePanel };
+  // A new hello on a fresh socket is how the server learns a new identity.
+  function restartSocket() {
+    const old = state.socket;
+    state.socket = null;
+    state.connected = false;
+    if (old) old.close();
+    clearTimeout(state.retryTimer);
+    state.retryTimer = null;
+    if (state.open || state.token) connect();
+  }
+
+  function identify(identity) {
+    state.identity = cleanIdentity(identity);
+    restartSocket();
+  }
+
+  // After sign-out the shopper's conversation must not stay on this device.
+  function signOut() {
+    state.identity = null;
+    state.token = null;
+    try {
+      window.localStorage.removeItem(TOKEN_KEY);
+    } catch (err) {
+      // Storage blocked: the token lived in memory only.
+    }
+    state.conversationId = null;
+    state.highestSeq = 0;
+    state.seen.clear();
+    state.pending.clear();
+    listEl.replaceChildren();
+    restartSocket();
+  }
+
+  window.goflypy = { open: openPanel, close: closePanel, identify: identify, signOut: signOut };
 
   if (document.body) {
     mount();

@@ -1,0 +1,408 @@
+"""Knowledge-base admin pages and API, and FAQ suggestions for agents.
+
+Every /api/kb route needs a signed-in admin; /api/console/suggestions any
+signed-in console account. State changes repeat the CSRF cookie in the
+X-CSRF-Token header and must come from this site's own origin.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import Any
+
+import aiohttp_jinja2
+from aiohttp import web
+
+from ..errors import BadRequest, Forbidden, NotFound, Unauthorized
+from ..kb import KnowledgeBase
+from ..log import server as log
+from ..models import Account, FaqEntry
+from ..nlp.normalize import normalize_text
+from ..vocabulary import (
+    check_dict_word,
+    check_faq_id,
+    check_synonym_group,
+    check_word,
+    entry_from_json,
+    new_faq_id,
+)
+from .common import (
+    APP_DESK,
+    CSRF_HEADER,
+    check_csrf,
+    csrf_token,
+    current_account,
+)
+
+APP_KB = web.AppKey("kb", KnowledgeBase)
+MAX_UPLOAD_BYTES = 8 * 1024 * 1024
+MAX_TRY_CHARS = 500
+PAGE_LIMIT = 500
+_FORMATS = {"csv": ".csv", "jsonl": ".jsonl"}
+_NO_STORE = {"Cache-Control": "no-store"}
+
+
+# Access
+
+
+def _signed_in(request: web.Request) -> Account:
+    account = current_account(request)
+    if account is None:
+        raise Unauthorized("请先登录")
+    if account.must_change_password:
+        raise Forbidden("请先修改密码")
+    return account
+
+
+def _admin(request: web.Request, *, changes: bool = False) -> Account:
+    """The signed-in admin; ``changes`` also checks the CSRF header."""
+    account = _signed_in(request)
+    if account.role != "admin":
+        raise Forbidden("需要管理员权限")
+    if changes:
+        check_csrf(request, request.headers.get(CSRF_HEADER))
+    return account
+
+
+def _kb(request: web.Request) -> KnowledgeBase:
+    return request.app[APP_KB]
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    try:
+        data = await request.json()
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequest("请求内容不是有效的 JSON") from None
+    if not isinstance(data, dict):
+        raise BadRequest("请求内容必须是 JSON 对象")
+    return data
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.json_response(data, status=status, headers=_NO_STORE)
+
+
+def _entry_json(entry: FaqEntry) -> dict[str, Any]:
+    return asdict(entry)
+
+
+# The page
+
+
+async def kb_page(request: web.Request) -> web.Response:
+    """GET /console/kb: the knowledge-base editor (admins only)."""
+    account = current_account(request)
+    if account is None:
+        raise web.HTTPFound(f"/console/login?next={request.path}")
+    if account.must_change_password:
+        raise web.HTTPFound("/console/password")
+    if account.role != "admin":
+        raise Forbidden("需要管理员权限")
+    context = {
+        "agent": {"username": account.username, "display_name": account.display_name},
+        "csrf_token": csrf_token(request),
+    }
+    return aiohttp_jinja2.render_template("kb.html", request, context)
+
+
+# Entries
+
+
+async def list_entries(request: web.Request) -> web.Response:
+    """GET /api/kb/entries?q=&category=&offset=&limit=."""
+    _admin(request)
+    offset, limit = _int(request, "offset", 0), _int(request, "limit", 100)
+    store = request.app[APP_DESK].store
+    # Normalising every text of a large FAQ takes a while: not on the loop.
+    result = await asyncio.to_thread(
+        _search,
+        store.list_faq,
+        request.query.get("q", ""),
+        request.query.get("category", ""),
+    )
+    found = result["found"]
+    limit = max(1, min(limit, PAGE_LIMIT))
+    page = found[max(0, offset) : max(0, offset) + limit]
+    return _json(
+        {
+            "total": len(found),
+            "all": result["all"],
+            "categories": result["categories"],
+            "entries": [_entry_json(entry) for entry in page],
+        }
+    )
+
+
+def _search(
+    list_faq: Callable[[], list[FaqEntry]], text: str, category: str
+) -> dict[str, Any]:
+    entries = list_faq()
+    query = normalize_text(text)
+    found = [
+        entry
+        for entry in entries
+        if (not category or entry.category == category) and _matches(entry, query)
+    ]
+    found.sort(key=lambda entry: entry.faq_id)
+    categories = sorted({entry.category for entry in entries if entry.category})
+    return {"found": found, "all": len(entries), "categories": categories}
+
+
+def _matches(entry: FaqEntry, query: str) -> bool:
+    if not query:
+        return True
+    texts = (entry.faq_id, entry.question, entry.answer, entry.category)
+    return any(query in normalize_text(t) for t in (*texts, *entry.alternatives))
+
+
+def _int(request: web.Request, name: str, default: int) -> int:
+    try:
+        return int(request.query.get(name, default))
+    except ValueError:
+        raise BadRequest(f"{name} 必须是整数") from None
+
+
+async def get_entry(request: web.Request) -> web.Response:
+    """GET /api/kb/entries/{faq_id}."""
+    _admin(request)
+    entry = request.app[APP_DESK].store.get_faq(request.match_info["faq_id"])
+    if entry is None:
+        raise NotFound("条目不存在")
+    return _json(_entry_json(entry))
+
+
+async def create_entry(request: web.Request) -> web.Response:
+    """POST /api/kb/entries: a new entry; the id is made up when not given."""
+    account = _admin(request, changes=True)
+    data = await _body(request)
+    raw_id = data.get("faq_id")
+    faq_id = check_faq_id(raw_id) if raw_id else new_faq_id()
+    entry = entry_from_json(data, faq_id)
+    indexed = await _kb(request).create_entry(entry)
+    log.info("admin %s created FAQ entry %s", account.username, faq_id)
+    return _json({"entry": _entry_json(entry), "indexed": indexed}, status=201)
+
+
+async def update_entry(request: web.Request) -> web.Response:
+    """PUT /api/kb/entries/{faq_id}."""
+    account = _admin(request, changes=True)
+    faq_id = check_faq_id(request.match_info["faq_id"])
+    entry = entry_from_json(await _body(request), faq_id)
+    indexed = await _kb(request).update_entry(entry)
+    log.info("admin %s edited FAQ entry %s", account.username, faq_id)
+    return _json({"entry": _entry_json(entry), "indexed": indexed})
+
+
+async def delete_entry(request: web.Request) -> web.Response:
+    """DELETE /api/kb/entries/{faq_id}."""
+    account = _admin(request, changes=True)
+    faq_id = request.match_info["faq_id"]
+    indexed = await _kb(request).delete_entry(faq_id)
+    log.info("admin %s deleted FAQ entry %s", account.username, faq_id)
+    return _json({"deleted": faq_id, "indexed": indexed})
+
+
+# Try it
+
+
+async def try_robot(request: web.Request) -> web.Response:
+    """POST /api/kb/try {text}: the robot's decision, scores and top three."""
+    _admin(request, changes=True)
+    text = (await _body(request)).get("text")
+    if not isinstance(text, str) or len(text) > MAX_TRY_CHARS:
+        raise BadRequest(f"请输入不超过 {MAX_TRY_CHARS} 字的问题")
+    decision = await _kb(request).decide(text)
+    return _json(decision.to_dict())
+
+
+async def status(request: web.Request) -> web.Response:
+    """GET /api/kb/status: entry count and whether the index is catching up."""
+    _admin(request)
+    kb = _kb(request)
+    store = request.app[APP_DESK].store
+    return _json(
+        {
+            "entries": store.count_faq_entries(),
+            "indexing": kb.busy or kb.pending > 0,
+            "pending": kb.pending,
+            "unanswered": store.count_unanswered(),
+        }
+    )
+
+
+# Synonyms and dictionary words
+
+
+async def list_vocabulary(request: web.Request) -> web.Response:
+    """GET /api/kb/vocabulary: custom synonym groups and words."""
+    _admin(request)
+    store = request.app[APP_DESK].store
+    groups = sorted(store.list_synonyms(), key=lambda g: g.canonical)
+    words = sorted(store.list_words(), key=lambda w: w.word)
+    shipped = _kb(request).robot.lexicon.shipped_synonyms()
+    return _json(
+        {
+            "synonyms": [asdict(group) for group in groups],
+            "words": [asdict(word) for word in words],
+            "shipped_synonyms": len(shipped),
+        }
+    )
+
+
+async def put_synonyms(request: web.Request) -> web.Response:
+    """POST /api/kb/synonyms {canonical, variants, replaces?}."""
+    account = _admin(request, changes=True)
+    data = await _body(request)
+    replaces = data.get("replaces")
+    replaces = check_word(replaces, "原标准词") if replaces else None
+    kb = _kb(request)
+    group = check_synonym_group(
+        data,
+        kb.robot.lexicon.shipped_synonyms(),
+        kb.store.list_synonyms(),
+        replaces,
+    )
+    indexed = await kb.put_synonym_group(group, replaces)
+    log.info("admin %s saved a synonym group", account.username)
+    return _json({"group": asdict(group), "indexed": indexed})
+
+
+async def delete_synonyms(request: web.Request) -> web.Response:
+    """DELETE /api/kb/synonyms/{canonical}."""
+    _admin(request, changes=True)
+    canonical = request.match_info["canonical"]
+    indexed = await _kb(request).delete_synonym_group(canonical)
+    return _json({"deleted": canonical, "indexed": indexed})
+
+
+async def put_word(request: web.Request) -> web.Response:
+    """POST /api/kb/words {word, freq?}."""
+    _admin(request, changes=True)
+    word = check_dict_word(await _body(request))
+    indexed = await _kb(request).put_word(word)
+    return _json({"word": asdict(word), "indexed": indexed})
+
+
+async def delete_word(request: web.Request) -> web.Response:
+    """DELETE /api/kb/words/{word}."""
+    _admin(request, changes=True)
+    word = request.match_info["word"]
+    indexed = await _kb(request).delete_word(word)
+    return _json({"deleted": word, "indexed": indexed})
+
+
+# Import and export
+
+
+async def export_entries(request: web.Request) -> web.Response:
+    """GET /api/kb/export?format=csv|jsonl."""
+    _admin(request)
+    fmt = request.query.get("format", "jsonl")
+    if fmt not in _FORMATS:
+        raise BadRequest("格式只能是 csv 或 jsonl")
+    body = await _kb(request).export_bytes(_FORMATS[fmt])
+    name = time.strftime("faq-%Y%m%d", time.gmtime()) + _FORMATS[fmt]
+    kind = "text/csv" if fmt == "csv" else "application/x-ndjson"
+    headers = {"Content-Disposition": f'attachment; filename="{name}"', **_NO_STORE}
+    return web.Response(body=body, headers=headers, content_type=kind, charset="utf-8")
+
+
+async def import_entries(request: web.Request) -> web.Response:
+    """POST /api/kb/import?name=file.csv&mode=merge|replace, the file as body."""
+    account = _admin(request, changes=True)
+    name = request.query.get("name", "")
+    mode = request.query.get("mode", "merge")
+    if mode not in ("merge", "replace"):
+        raise BadRequest("导入方式只能是 merge 或 replace")
+    if not name.lower().endswith((".csv", ".jsonl", ".ndjson")):
+        raise BadRequest("请上传 .csv 或 .jsonl 文件")
+    data = await _read_upload(request)
+    try:
+        entries = await KnowledgeBase.parse_upload(data, _plain_name(name))
+    except ValueError as error:
+        raise BadRequest(f"导入失败：{error}") from None
+    if mode == "replace" and not entries:
+        raise BadRequest("文件中没有条目；替换导入会清空知识库，已拒绝")
+    result = await _kb(request).import_entries(entries, replace=mode == "replace")
+    log.info(
+        "admin %s imported %d FAQ entries (%s)",
+        account.username,
+        result["imported"],
+        mode,
+    )
+    return _json(result)
+
+
+def _plain_name(name: str) -> str:
+    return name.replace("\\", "/").rsplit("/", 1)[-1][:100]
+
+
+async def _read_upload(request: web.Request) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > MAX_UPLOAD_BYTES:
+            raise BadRequest(f"文件太大（最大 {MAX_UPLOAD_BYTES // 1024 // 1024} MB）")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+# Unanswered and handed off
+
+
+async def list_unanswered(request: web.Request) -> web.Response:
+    """GET /api/kb/unanswered: handed-off questions, most recent first."""
+    _admin(request)
+    store = request.app[APP_DESK].store
+    items = store.list_unanswered(_int(request, "limit", 200))
+    return _json(
+        {"total": store.count_unanswered(), "items": [asdict(i) for i in items]}
+    )
+
+
+async def adopt_unanswered(request: web.Request) -> web.Response:
+    """POST /api/kb/unanswered/{key}/adopt {faq_id}: add it as a phrasing."""
+    account = _admin(request, changes=True)
+    key = request.match_info["key"]
+    faq_id = check_faq_id((await _body(request)).get("faq_id"))
+    store = request.app[APP_DESK].store
+    record = store.get_unanswered(key)
+    if record is None:
+        raise NotFound("该问题已处理或已过期")
+    entry = await _kb(request).add_alternative(faq_id, record.text)
+    await store.delete_unanswered(key)
+    log.info("admin %s added a phrasing to FAQ entry %s", account.username, faq_id)
+    return _json({"entry": _entry_json(entry)})
+
+
+async def dismiss_unanswered(request: web.Request) -> web.Response:
+    """DELETE /api/kb/unanswered/{key}."""
+    _admin(request, changes=True)
+    key = request.match_info["key"]
+    if not await request.app[APP_DESK].store.delete_unanswered(key):
+        raise NotFound("该问题已处理或已过期")
+    return _json({"deleted": key})
+
+
+# Agent console
+
+
+async def suggestions(request: web.Request) -> web.Response:
+    """GET /api/console/suggestions?conversation_id=: top three FAQ answers
+    for the shopper's last message."""
+    _signed_in(request)
+    store = request.app[APP_DESK].store
+    conversation = store.get_conversation(request.query.get("conversation_id", ""))
+    if conversation is None:
+        raise NotFound("会话不存在")
+    after = max(0, conversation.last_seq - 50)
+    messages = store.list_messages(conversation.id, after_seq=after)
+    last = next((m for m in reversed(messages) if m.sender == "visitor"), None)
+    if last is None:
+        return _json({"seq": 0, "suggestions": []})
+    found = await _kb(request).suggest(last.text)
+    return _json({"seq": last.seq, "suggestions": found})

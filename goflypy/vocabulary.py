@@ -1,0 +1,220 @@
+"""Checks on admin-entered knowledge-base text: entries, synonyms, words.
+
+Every refusal is a BadRequest whose message an admin can act on. Stored
+vocabulary is checked again when it is loaded, so an entry that became bad
+(the shipped synonym table changed underneath it) is skipped with a warning
+instead of stopping the robot.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Iterable
+from typing import Any
+
+from .errors import BadRequest
+from .faqfile import (
+    MAX_ALTERNATIVES,
+    MAX_ANSWER_CHARS,
+    MAX_CATEGORY_CHARS,
+    MAX_QUESTION_CHARS,
+)
+from .log import nlp as log
+from .models import FaqEntry
+from .nlp.normalize import has_content, normalize_text
+from .store import DictWord, SynonymGroup
+
+MAX_WORD_CHARS = 20
+
+MIN_FREQ, MAX_FREQ, DEFAULT_FREQ = 1, 1_000_000, 2000
+_FAQ_ID = re.compile(r"^[\w.-]{1,64}$")
+
+
+# FAQ entries
+
+
+def new_faq_id() -> str:
+    return "faq-" + secrets.token_hex(4)
+
+
+def check_faq_id(raw: object) -> str:
+    faq_id = _text(raw, "编号").strip()
+    if not _FAQ_ID.match(faq_id):
+        raise BadRequest(
+            "编号只能包含字母、数字、汉字、下划线、点和连字符，最长 64 个字符"
+        )
+    return faq_id
+
+
+def entry_from_json(data: dict[str, Any], faq_id: str) -> FaqEntry:
+    """Validate an entry posted by the admin pages."""
+    question = _text(data.get("question"), "标准问题").strip()
+    if not question:
+        raise BadRequest("标准问题不能为空")
+    if len(question) > MAX_QUESTION_CHARS:
+        raise BadRequest(f"标准问题最长 {MAX_QUESTION_CHARS} 个字符")
+    answer = _text(data.get("answer"), "答案").strip()
+    if not answer:
+        raise BadRequest("答案不能为空")
+    if len(answer) > MAX_ANSWER_CHARS:
+        raise BadRequest(f"答案最长 {MAX_ANSWER_CHARS} 个字符")
+    category = _text(data.get("category"), "分类").strip()
+    if len(category) > MAX_CATEGORY_CHARS:
+        raise BadRequest(f"分类最长 {MAX_CATEGORY_CHARS} 个字符")
+    alternatives = check_alternatives(data.get("alternatives"), question)
+    return FaqEntry(faq_id, question, answer, alternatives, category)
+
+
+def check_alternatives(raw: object, question: str) -> list[str]:
+    """Alternatives from a list or one per line; blanks and repeats dropped."""
+    if raw is None:
+        items: list[Any] = []
+    elif isinstance(raw, str):
+        items = raw.splitlines()
+    elif isinstance(raw, list):
+        items = raw
+    else:
+        raise BadRequest("相似问法必须是文本列表")
+    seen = {normalize_text(question)}
+    found: list[str] = []
+    for item in items:
+        text = _text(item, "相似问法").strip()
+        key = normalize_text(text)
+        if not text or key in seen:
+            continue
+        if len(text) > MAX_QUESTION_CHARS:
+            raise BadRequest(f"相似问法最长 {MAX_QUESTION_CHARS} 个字符")
+        seen.add(key)
+        found.append(text)
+    if len(found) > MAX_ALTERNATIVES:
+        raise BadRequest(f"相似问法最多 {MAX_ALTERNATIVES} 条")
+    return found
+
+
+def with_alternative(entry: FaqEntry, text: str) -> bool:
+    """Add ``text`` to the entry's phrasings; False if it already has it."""
+    known = {normalize_text(t) for t in (entry.question, *entry.alternatives)}
+    if normalize_text(text) in known:
+        return False
+    if len(entry.alternatives) >= MAX_ALTERNATIVES:
+        raise BadRequest(f"该条目的相似问法已达 {MAX_ALTERNATIVES} 条")
+    entry.alternatives.append(text.strip()[:MAX_QUESTION_CHARS])
+    return True
+
+
+# Words and synonyms
+
+
+def check_word(raw: object, what: str) -> str:
+    """One word: no spaces, some text, not too long; returned normalised."""
+    word = _text(raw, what).strip()
+    if not word:
+        raise BadRequest(f"{what}不能为空")
+    if any(char.isspace() for char in word):
+        raise BadRequest(f"{what}“{word}”含有空格，每个词请单独填写")
+    normal = normalize_text(word)
+    if not has_content(normal):
+        raise BadRequest(f"{what}“{word}”不含文字或数字")
+    if len(normal) > MAX_WORD_CHARS:
+        raise BadRequest(f"{what}“{word}”太长（最多 {MAX_WORD_CHARS} 个字）")
+    return normal
+
+
+def check_dict_word(data: dict[str, Any]) -> DictWord:
+    word = check_word(data.get("word"), "词语")
+    raw = data.get("freq")
+    if raw in (None, ""):
+        return DictWord(word, DEFAULT_FREQ)
+    try:
+        freq = int(str(raw))
+    except ValueError:
+        raise BadRequest("词频必须是整数") from None
+    if not MIN_FREQ <= freq <= MAX_FREQ:
+        raise BadRequest(f"词频应在 {MIN_FREQ} 到 {MAX_FREQ} 之间")
+    return DictWord(word, freq)
+
+
+def check_synonym_group(
+    data: dict[str, Any],
+    shipped: dict[str, str],
+    groups: Iterable[SynonymGroup],
+    replaces: str | None = None,
+) -> SynonymGroup:
+    """Validate a group against the shipped table and the other custom groups.
+
+    Refused: a space, an empty side, a one-character variant, a variant that
+    already means something else, and any chain or cycle (a canonical word
+    used as a variant), since synonyms map in one step.
+    """
+    canonical = check_word(data.get("canonical"), "标准词")
+    raw = data.get("variants")
+    items = raw.split("\n") if isinstance(raw, str) else raw
+    if not isinstance(items, list):
+        raise BadRequest("同义词必须是文本列表")
+    variants = list(
+        dict.fromkeys(check_word(item, "同义词") for item in items if _filled(item))
+    )
+    if not variants:
+        raise BadRequest("请至少填写一个同义词")
+    group = SynonymGroup(canonical, variants)
+    others = [g for g in groups if g.canonical not in (canonical, replaces)]
+    check_group_fits(group, {**shipped, **_table(others)})
+    return group
+
+
+def check_group_fits(group: SynonymGroup, table: dict[str, str]) -> None:
+    """BadRequest unless ``group`` can join the variant->canonical ``table``."""
+    canonical = group.canonical
+    targets = set(table.values())
+    for variant in group.variants:
+        if variant == canonical:
+            raise BadRequest(f"同义词“{variant}”不能与标准词相同")
+        if len(variant) < 2:
+            raise BadRequest(f"同义词“{variant}”只有一个字，容易误判，请至少写两个字")
+        if table.get(canonical) == variant:
+            raise BadRequest(f"“{canonical}”与“{variant}”互相指向，会形成循环")
+        owner = table.get(variant)
+        if owner is not None and owner != canonical:
+            raise BadRequest(f"“{variant}”已是“{owner}”的同义词")
+        if variant in targets:
+            raise BadRequest(
+                f"“{variant}”本身是标准词，不能再作为“{canonical}”的同义词"
+                "（同义词只换一次，会形成链条）"
+            )
+    owner = table.get(canonical)
+    if owner is not None:
+        raise BadRequest(
+            f"“{canonical}”已是“{owner}”的同义词，请把这些词加到“{owner}”一组"
+        )
+
+
+def usable_vocabulary(
+    shipped: dict[str, str], groups: list[SynonymGroup], words: list[DictWord]
+) -> tuple[dict[str, str], dict[str, int]]:
+    """The stored custom vocabulary minus anything that no longer fits."""
+    accepted: dict[str, str] = {}
+    for group in sorted(groups, key=lambda g: g.updated):
+        try:
+            check_group_fits(group, {**shipped, **accepted})
+        except BadRequest as error:
+            log.warning("custom synonym group skipped: %s", error.message)
+            continue
+        accepted.update(dict.fromkeys(group.variants, group.canonical))
+    return accepted, {word.word: word.freq for word in words}
+
+
+def _table(groups: Iterable[SynonymGroup]) -> dict[str, str]:
+    return {v: group.canonical for group in groups for v in group.variants}
+
+
+def _filled(item: object) -> bool:
+    return not isinstance(item, str) or bool(item.strip())
+
+
+def _text(value: object, what: str) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise BadRequest(f"{what}必须是文本")
+    return value
