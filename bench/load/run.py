@@ -50,6 +50,7 @@ GOFLYPY_FLAGS = {
     "max-connections": 19_900,
     "connects-per-ip-per-min": 10_000_000,
     "new-visitors-per-ip-per-min": 10_000_000,
+    "sockets-per-ip": 1_000_000,
     "visitor-rate-per-min": 100_000,
     "ip-rate-per-min": 100_000_000,
     "agent-rate-per-min": 100_000_000,
@@ -299,6 +300,13 @@ async def traffic_phase(
         f"in {claim_s:.1f} s, server idle again after {settle_s:.1f} s",
         flush=True,
     )
+    if opened < args.sockets:
+        # A limit refused the rest: the figures would not be comparable.
+        print(
+            f"  WARNING: {kind} opened only {opened} of {args.sockets} sockets",
+            file=sys.stderr,
+            flush=True,
+        )
 
     steps = []
     try:
