@@ -38,6 +38,8 @@ INDEX_CHUNK = 25
 INDEX_WAIT_S = 5.0
 # A vocabulary change touching more of the FAQ than this rebuilds it whole.
 REBUILD_SHARE = 0.3
+# Agents' suggestions below this share of the suggest threshold are noise.
+SUGGESTION_FLOOR = 0.5
 _LEX_PREFIX = "lex-"
 
 
@@ -188,7 +190,9 @@ class KnowledgeBase:
         return await asyncio.to_thread(self.robot.decide, text)
 
     async def suggest(self, text: str, limit: int = 3) -> list[dict[str, Any]]:
+        """The best entries for ``text`` that are worth an agent's look."""
         candidates = await asyncio.to_thread(self.robot.search, text, limit)
+        floor = self.robot.thresholds.suggest * SUGGESTION_FLOOR
         return [
             {
                 "faq_id": c.faq_id,
@@ -197,6 +201,7 @@ class KnowledgeBase:
                 "score": c.score,
             }
             for c in candidates
+            if c.score >= floor
         ]
 
     # Files

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -40,6 +41,7 @@ from .store import Store
 PACKAGE_DIR = Path(__file__).resolve().parent
 FAQ_POLL_S = 1.0
 GIL_SWITCH_S = 0.0005
+GC_THRESHOLDS = (50_000, 20, 100)
 # How often open console sockets are checked against their sessions.
 SESSION_CHECK_S = 3.0
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -105,7 +107,7 @@ def _error_response(
 ) -> web.Response:
     if request.path.startswith("/api/"):
         return web.json_response({"error": code, "message": message}, status=status)
-    context = {"status": status, "title": code, "message": message}
+    context = {"status": status, "message": message}
     return aiohttp_jinja2.render_template(
         "errors/error.html", request, context, status=status
     )
@@ -334,6 +336,7 @@ def run(
                 "  (you must change it at first sign-in)"
             )
         print("\n".join(lines), flush=True)
+        gc.freeze()  # the store, the robot's index and the app stay for good
 
     app.on_startup.append(announce)
     # The store's writer thread needs the GIL for a moment per commit; at the
@@ -341,6 +344,11 @@ def run(
     # every acknowledgement waits (in bench/load: p99 at 1,000 msg/s fell from
     # about 375 ms to under 100 ms at 0.5 ms).
     sys.setswitchinterval(GIL_SWITCH_S)
+    # Thousands of long-lived sockets make every full garbage collection
+    # walk a large heap; collect the young generation less often (in
+    # bench/load at 1,000 msg/s and 10,000 sockets: p99 from about 2 s to
+    # about 0.4 s) and keep what start-up built out of the collector's way.
+    gc.set_threshold(*GC_THRESHOLDS)
     web.run_app(
         app,
         host=config.host,

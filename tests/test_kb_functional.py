@@ -508,3 +508,26 @@ async def test_a_synonym_re_indexes_only_the_entries_that_use_it(
     decision = await admin.decide("榴莲怎么挑选")
     assert decision["faq_id"] == "durian" and decision["score"] >= 0.95
     assert "vocabulary change re-indexed 1 FAQ entries" in caplog.text
+
+
+async def test_suggestions_leave_out_what_barely_matches(client: TestClient) -> None:
+    # "保存" fits the strawberry entry; the shipping fee only by a whisker.
+    await _ask_as_shopper(client, "保存")
+    await add_agent(client, "amy", "agent")
+    await sign_in(client, "amy")
+    conversation = desk_of(client).store.list_open_conversations()[0]
+    response = await client.get(
+        f"/api/console/suggestions?conversation_id={conversation.id}"
+    )
+    found = [s["faq_id"] for s in (await response.json())["suggestions"]]
+    assert found == ["strawberry"]
+
+
+async def test_try_it_shows_order_questions_as_the_live_chat_treats_them(
+    client: TestClient,
+) -> None:
+    kb = await sign_in_admin(client)
+    decision = await kb.decide("订单1234发货没")
+    assert decision["action"] == "order" and "1234" in decision["reply"]
+    assert decision["candidates"] == []
+    assert (await kb.decide("运费怎么算"))["action"] == "answer"

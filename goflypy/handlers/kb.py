@@ -20,6 +20,7 @@ from ..errors import BadRequest, Forbidden, NotFound, Unauthorized
 from ..kb import KnowledgeBase
 from ..log import server as log
 from ..models import Account, FaqEntry
+from ..nlp.intents import detect_order
 from ..nlp.normalize import normalize_text
 from ..vocabulary import (
     check_dict_word,
@@ -214,6 +215,17 @@ async def try_robot(request: web.Request) -> web.Response:
     text = (await _body(request)).get("text")
     if not isinstance(text, str) or len(text) > MAX_TRY_CHARS:
         raise BadRequest(f"请输入不超过 {MAX_TRY_CHARS} 字的问题")
+    order = detect_order(text)
+    if order is not None:
+        # Live chats send these to the order system, never to the FAQ.
+        reply = (
+            f"查询订单 {order.order_id}（已登录的会员）"
+            if order.order_id
+            else "请顾客提供订单号"
+        )
+        return _json(
+            {"action": "order", "reply": reply, "score": 1.0, "candidates": []}
+        )
     decision = await _kb(request).decide(text)
     return _json(decision.to_dict())
 

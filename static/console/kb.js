@@ -11,6 +11,7 @@ const ACTIONS = {
   handoff: "转人工（未找到答案）",
   greeting: "问候",
   human: "访客要求人工",
+  order: "订单查询（不走知识库）",
 };
 
 const $ = (sel) => document.querySelector(sel);
