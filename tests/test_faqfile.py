@@ -106,7 +106,7 @@ def test_demo_faq_is_valid() -> None:
     assert len(entries) >= 45
     for entry in entries:
         assert entry.answer and entry.category
-        assert 2 <= len(entry.alternatives) <= 4
+        assert len(entry.alternatives) >= 2
 
 
 def test_oversized_fields_are_refused_with_the_line(tmp_path: Path) -> None:
