@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import inspect
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import partial
 from pathlib import Path
 
 import aiohttp_jinja2
@@ -168,17 +170,13 @@ async def _open_store(app: web.Application) -> AsyncIterator[None]:
     app[APP_DESK] = desk = Desk(config, store, Hub(), robot)
     app[kb.APP_KB] = knowledge
     knowledge.start()
-    loop = asyncio.get_running_loop()
-    watcher = loop.create_task(_follow_faq_imports(store, knowledge))
-    sweeper = loop.create_task(_close_idle_robot_conversations(desk, config))
-    guard = loop.create_task(_drop_revoked_sessions(desk))
+    upkeep = _background_jobs(store, knowledge, desk, config)
     archiver = Archiver(
         store, config, lambda c: desk.hub.is_visitor_online(c.visitor_id)
     ).start()
     yield
-    watcher.cancel()
-    sweeper.cancel()
-    guard.cancel()
+    for job in upkeep:
+        job.cancel()
     await knowledge.stop()
     await archiver.stop()
     await app[APP_DESK].drain_robot()
@@ -186,50 +184,55 @@ async def _open_store(app: web.Application) -> AsyncIterator[None]:
     lock.release()
 
 
-async def _follow_faq_imports(store: Store, knowledge: KnowledgeBase) -> None:
-    """Rebuild the index when `goflypy faq import` changed the FAQ meanwhile."""
+async def _every(seconds: float, job: Callable[[], object], what: str) -> None:
+    """Run ``job`` (plain or async) every ``seconds`` until cancelled; a
+    failure is logged and the next round runs as usual."""
+    while True:
+        await asyncio.sleep(seconds)
+        try:
+            result = job()
+            if inspect.isawaitable(result):
+                await result
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("%s failed", what)
+
+
+def _background_jobs(
+    store: Store, knowledge: KnowledgeBase, desk: Desk, config: Config
+) -> list[asyncio.Task[None]]:
+    """The server's periodic upkeep on the event loop (the archiver has its
+    own thread)."""
     seen = store.get_meta("faq_changed")
-    while True:
-        await asyncio.sleep(FAQ_POLL_S)
-        try:
-            stamp = store.get_meta("faq_changed")
-            if stamp != seen:
-                seen = stamp
-                await knowledge.request_rebuild()
-                log.info("FAQ index rebuilt after import")
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("FAQ index rebuild failed")
 
+    async def follow_faq_imports() -> None:
+        # `goflypy faq import` in another process changed the FAQ meanwhile.
+        nonlocal seen
+        stamp = store.get_meta("faq_changed")
+        if stamp != seen:
+            seen = stamp
+            await knowledge.request_rebuild()
+            log.info("FAQ index rebuilt after import")
 
-async def _drop_revoked_sessions(desk: Desk) -> None:
-    """A password reset or disabled account from the command line (another
-    process) ends that agent's open consoles within a few seconds."""
-    while True:
-        await asyncio.sleep(SESSION_CHECK_S)
-        try:
-            desk.drop_revoked_sessions()
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("checking console sessions failed")
-
-
-async def _close_idle_robot_conversations(desk: Desk, config: Config) -> None:
+    loop = asyncio.get_running_loop()
+    jobs = [
+        (FAQ_POLL_S, follow_faq_imports, "FAQ index rebuild"),
+        # A password reset or disabled account from the command line (another
+        # process) ends that agent's open consoles within a few seconds.
+        (SESSION_CHECK_S, desk.drop_revoked_sessions, "checking console sessions"),
+    ]
     idle_ms = int(config.robot_idle_close_minutes * 60_000)
-    if idle_ms <= 0:
-        return
-    # Check a few times per idle period, at most once a minute.
-    every_s = min(60.0, idle_ms / 4000)
-    while True:
-        await asyncio.sleep(every_s)
-        try:
-            await desk.close_idle_robot_conversations(idle_ms)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("closing idle robot conversations failed")
+    if idle_ms > 0:
+        # Checked a few times per idle period, at most once a minute.
+        jobs.append(
+            (
+                min(60.0, idle_ms / 4000),
+                partial(desk.close_idle_robot_conversations, idle_ms),
+                "closing idle robot conversations",
+            )
+        )
+    return [loop.create_task(_every(*job)) for job in jobs]
 
 
 async def _close_sockets(app: web.Application) -> None:

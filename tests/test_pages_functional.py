@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
@@ -11,6 +12,23 @@ from goflypy.auth import hash_password
 from goflypy.handlers import agent as agent_handlers
 from goflypy.handlers.common import CSRF_COOKIE
 from tests.conftest import AGENT_PASSWORD, add_agent, csrf_from, desk_of, sign_in
+
+
+async def change_password(
+    client: TestClient, new: str, current: str = AGENT_PASSWORD
+) -> Any:
+    """Post the password form as a browser does, with its CSRF token."""
+    token = csrf_from(await (await client.get("/console/password")).text())
+    return await client.post(
+        "/console/password",
+        data={
+            "current_password": current,
+            "new_password": new,
+            "confirm_password": new,
+            "csrf_token": token,
+        },
+        allow_redirects=False,
+    )
 
 
 async def test_console_needs_sign_in(client: TestClient) -> None:
@@ -73,28 +91,9 @@ async def test_first_admin_must_change_password(client: TestClient) -> None:
     console = await client.get("/console", allow_redirects=False)
     assert console.headers["Location"] == "/console/password"
 
-    form = await client.get("/console/password")
-    token = csrf_from(await form.text())
-    weak = await client.post(
-        "/console/password",
-        data={
-            "current_password": AGENT_PASSWORD,
-            "new_password": "short",
-            "confirm_password": "short",
-            "csrf_token": token,
-        },
-    )
+    weak = await change_password(client, "short")
     assert weak.status == 400
-    changed = await client.post(
-        "/console/password",
-        data={
-            "current_password": AGENT_PASSWORD,
-            "new_password": "Fresh-pass-2025",
-            "confirm_password": "Fresh-pass-2025",
-            "csrf_token": token,
-        },
-        allow_redirects=False,
-    )
+    changed = await change_password(client, "Fresh-pass-2025")
     assert changed.headers["Location"] == "/console"
     account = desk_of(client).store.get_account("boss")
     assert not account.must_change_password
@@ -162,18 +161,7 @@ async def test_password_change_signs_out_other_browsers(
     await sign_in(client)
     other = await aiohttp_client(client.server)  # type: ignore[operator]
     await sign_in(other)
-    form = await client.get("/console/password")
-    token = csrf_from(await form.text())
-    changed = await client.post(
-        "/console/password",
-        data={
-            "current_password": AGENT_PASSWORD,
-            "new_password": "Fresh-pass-2025",
-            "confirm_password": "Fresh-pass-2025",
-            "csrf_token": token,
-        },
-        allow_redirects=False,
-    )
+    changed = await change_password(client, "Fresh-pass-2025")
     assert changed.headers["Location"] == "/console"
     assert (await client.get("/console", allow_redirects=False)).status == 200
     assert (await other.get("/console", allow_redirects=False)).status == 302
@@ -213,17 +201,7 @@ async def test_guessing_the_current_password_is_limited(client: TestClient) -> N
     await sign_in(client, "amy")
     statuses = []
     for _ in range(6):
-        token = csrf_from(await (await client.get("/console/password")).text())
-        response = await client.post(
-            "/console/password",
-            data={
-                "current_password": "not-it",
-                "new_password": "Fresh-pass-2025",
-                "confirm_password": "Fresh-pass-2025",
-                "csrf_token": token,
-            },
-            allow_redirects=False,
-        )
+        response = await change_password(client, "Fresh-pass-2025", current="not-it")
         statuses.append(response.status)
     assert statuses == [400] * 5 + [429]
 

@@ -447,6 +447,14 @@ async def test_repeated_handoff_and_rating_write_nothing_more(
         assert desk.store.env.commits == commits
 
 
+async def closed_with(ws: Any) -> int | None:
+    """Read until the socket closes; the code the server's close frame gave."""
+    msg = await asyncio.wait_for(ws.receive(), TIMEOUT)
+    while msg.type == WSMsgType.TEXT:
+        msg = await asyncio.wait_for(ws.receive(), TIMEOUT)
+    return msg.data if msg.type == WSMsgType.CLOSE else None
+
+
 async def test_password_change_closes_the_agents_open_console(
     client: TestClient,
 ) -> None:
@@ -457,10 +465,7 @@ async def test_password_change_closes_the_agents_open_console(
         await recv(ws, "welcome")
         await desk.store.delete_sessions_of("amy")
         await ws.send_json({"type": "ping"})
-        msg = await asyncio.wait_for(ws.receive(), TIMEOUT)
-        while msg.type == WSMsgType.TEXT:
-            msg = await asyncio.wait_for(ws.receive(), TIMEOUT)
-        assert ws.close_code == 4401
+        assert await closed_with(ws) == 4401
 
 
 async def test_idle_robot_conversations_close_and_reopen_on_the_next_message(
@@ -486,14 +491,6 @@ async def test_idle_robot_conversations_close_and_reopen_on_the_next_message(
         await served.send_json({"type": "message", "client_id": "c1", "text": "在吗"})
         assert (await recv(served, "status"))["state"] == "robot"
         assert robot_only in {c.id for c in desk.store.list_open_conversations()}
-
-
-async def closed_with(ws: Any) -> int | None:
-    """Read until the socket closes; the code the server's close frame gave."""
-    msg = await asyncio.wait_for(ws.receive(), TIMEOUT)
-    while msg.type == WSMsgType.TEXT:
-        msg = await asyncio.wait_for(ws.receive(), TIMEOUT)
-    return msg.data if msg.type == WSMsgType.CLOSE else None
 
 
 async def test_a_silent_console_of_an_ended_session_stops_receiving(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from typing import Any
 
 import lmdb
@@ -37,10 +38,11 @@ class AccountStore:
         return await self.env.write(self._account_job(account, create))
 
     def put_account_blocking(self, account: Account, *, create: bool) -> Account:
-        stored: Account = self.env.write_blocking(self._account_job(account, create))
-        return stored
+        return self.env.write_blocking(self._account_job(account, create))
 
-    def _account_job(self, account: Account, create: bool) -> Any:
+    def _account_job(
+        self, account: Account, create: bool
+    ) -> Callable[[lmdb.Transaction], Account]:
         db = self.env.dbs["account"]
         key = account.username.encode("utf-8")
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import lmdb
 
@@ -28,8 +28,7 @@ class FaqStore:
 
     def import_faq_blocking(self, entries: Iterable[FaqEntry], *, replace: bool) -> int:
         """Store entries in one commit; ``replace`` drops all others first."""
-        count: int = self.env.write_blocking(self._faq_job(list(entries), replace))
-        return count
+        return self.env.write_blocking(self._faq_job(list(entries), replace))
 
     async def put_faq(
         self, entries: Iterable[FaqEntry], *, replace: bool = False
@@ -44,7 +43,9 @@ class FaqStore:
 
         return await self.env.write(job)
 
-    def _faq_job(self, entries: list[FaqEntry], replace: bool):  # type: ignore[no-untyped-def]
+    def _faq_job(
+        self, entries: list[FaqEntry], replace: bool
+    ) -> Callable[[lmdb.Transaction], int]:
         db = self.env.dbs["faq"]
 
         def job(txn: lmdb.Transaction) -> int:
