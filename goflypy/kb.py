@@ -18,7 +18,7 @@ import hashlib
 import shutil
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -210,10 +210,15 @@ class KnowledgeBase:
         """The whole FAQ as a .csv or .jsonl file's bytes."""
         return await asyncio.to_thread(self._export, suffix)
 
-    @staticmethod
-    async def parse_upload(data: bytes, name: str) -> list[FaqEntry]:
-        """Read an uploaded file; ValueError naming ``name`` and the line."""
-        return await asyncio.to_thread(_read_file, data, name)
+    async def parse_upload(self, data: bytes, name: str) -> list[FaqEntry]:
+        """Read an uploaded file; FaqFileError listing every bad line.
+
+        Rows without an id get new ones that no stored entry has.
+        """
+        return await asyncio.to_thread(_read_file, data, name, self._has_entry)
+
+    def _has_entry(self, faq_id: str) -> bool:
+        return self.store.get_faq(faq_id) is not None
 
     # The follower
 
@@ -434,12 +439,9 @@ def _write_file(entries: list[FaqEntry], suffix: str) -> bytes:
         return path.read_bytes()
 
 
-def _read_file(data: bytes, name: str) -> list[FaqEntry]:
+def _read_file(data: bytes, name: str, taken: Callable[[str], bool]) -> list[FaqEntry]:
     suffix = Path(name).suffix.lower()
     with tempfile.TemporaryDirectory(prefix="goflypy-import-") as tmp:
         path = Path(tmp) / f"upload{suffix}"
         path.write_bytes(data)
-        try:
-            return read_faq_file(path)
-        except ValueError as error:
-            raise ValueError(str(error).replace(str(path), name)) from None
+        return read_faq_file(path, name=name, taken=taken)

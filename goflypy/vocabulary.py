@@ -8,13 +8,13 @@ instead of stopping the robot.
 
 from __future__ import annotations
 
-import re
-import secrets
 from collections.abc import Iterable
 from typing import Any
 
 from .errors import BadRequest
 from .faqfile import (
+    FAQ_ID_PATTERN,
+    FAQ_ID_RULE,
     MAX_ALTERNATIVES,
     MAX_ANSWER_CHARS,
     MAX_CATEGORY_CHARS,
@@ -23,27 +23,21 @@ from .faqfile import (
 from .log import nlp as log
 from .models import FaqEntry
 from .nlp.normalize import has_content, normalize_text
+from .nlp.segment import is_stopword
 from .store import DictWord, SynonymGroup
 
 MAX_WORD_CHARS = 20
 
 MIN_FREQ, MAX_FREQ, DEFAULT_FREQ = 1, 1_000_000, 2000
-_FAQ_ID = re.compile(r"^[\w.-]{1,64}$")
 
 
 # FAQ entries
 
 
-def new_faq_id() -> str:
-    return "faq-" + secrets.token_hex(4)
-
-
 def check_faq_id(raw: object) -> str:
     faq_id = _text(raw, "编号").strip()
-    if not _FAQ_ID.match(faq_id):
-        raise BadRequest(
-            "编号只能包含字母、数字、汉字、下划线、点和连字符，最长 64 个字符"
-        )
+    if not FAQ_ID_PATTERN.match(faq_id):
+        raise BadRequest(FAQ_ID_RULE)
     return faq_id
 
 
@@ -121,8 +115,19 @@ def check_word(raw: object, what: str) -> str:
     return normal
 
 
+def check_not_stopword(word: str, what: str, use: str) -> None:
+    """BadRequest if ``word`` (normalised) is a stop word the robot ignores."""
+    if is_stopword(word):
+        raise BadRequest(
+            f"{what}“{word}”是停用词（“的”“了”“吗”这类词），"
+            f"机器人匹配时会忽略它，不能{use}"
+        )
+
+
 def check_dict_word(data: dict[str, Any]) -> DictWord:
+    """A custom dictionary word: a word that is not a stop word, and its freq."""
     word = check_word(data.get("word"), "词语")
+    check_not_stopword(word, "词语", "加入词典")
     raw = data.get("freq")
     if raw in (None, ""):
         return DictWord(word, DEFAULT_FREQ)
@@ -143,9 +148,10 @@ def check_synonym_group(
 ) -> SynonymGroup:
     """Validate a group against the shipped table and the other custom groups.
 
-    Refused: a space, an empty side, a one-character variant, a variant that
-    already means something else, and any chain or cycle (a canonical word
-    used as a variant), since synonyms map in one step.
+    Refused: a space, an empty side, a stop word on either side, a
+    one-character variant, a variant that already means something else, and
+    any chain or cycle (a canonical word used as a variant), since synonyms
+    map in one step.
     """
     canonical = check_word(data.get("canonical"), "标准词")
     raw = data.get("variants")
@@ -166,6 +172,9 @@ def check_synonym_group(
 def check_group_fits(group: SynonymGroup, table: dict[str, str]) -> None:
     """BadRequest unless ``group`` can join the variant->canonical ``table``."""
     canonical = group.canonical
+    check_not_stopword(canonical, "标准词", "作为标准词")
+    for variant in group.variants:
+        check_not_stopword(variant, "同义词", "作为同义词")
     targets = set(table.values())
     for variant in group.variants:
         if variant == canonical:
@@ -201,7 +210,13 @@ def usable_vocabulary(
             log.warning("custom synonym group skipped: %s", error.message)
             continue
         accepted.update(dict.fromkeys(group.variants, group.canonical))
-    return accepted, {word.word: word.freq for word in words}
+    kept: dict[str, int] = {}
+    for word in words:
+        if is_stopword(word.word):
+            log.warning("custom dictionary word skipped: %s is a stop word", word.word)
+            continue
+        kept[word.word] = word.freq
+    return accepted, kept
 
 
 def _table(groups: Iterable[SynonymGroup]) -> dict[str, str]:

@@ -13,8 +13,11 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
+from goflypy import faqfile
 from goflypy.models import FaqEntry
 from goflypy.server import make_app
+from goflypy.store import DictWord, SynonymGroup
+from goflypy.vocabulary import usable_vocabulary
 from tests.conftest import ClientFactory, add_agent, desk_of, make_config, sign_in
 from tests.kb_support import Admin, page_csrf, sign_in_admin, wait_for
 from tests.test_ws_functional import hello, recv_message
@@ -168,6 +171,31 @@ async def test_dictionary_words_are_kept_whole(client: TestClient) -> None:
     assert "叶菜拼盘" not in lexicon.surface_tokens("叶菜拼盘怎么卖")
 
 
+async def test_stop_words_are_not_vocabulary(client: TestClient) -> None:
+    admin = await sign_in_admin(client)
+    for word in ("的", "吗", "请问"):
+        refused = await admin.call("POST", "/api/kb/words", {"word": word}, status=400)
+        assert refused["error"] == "bad_request"
+        assert f"“{word}”是停用词" in refused["message"]
+        assert "不能加入词典" in refused["message"]
+    variant = await admin.call(
+        "POST",
+        "/api/kb/synonyms",
+        {"canonical": "草莓", "variants": ["红颜", "请问"]},
+        status=400,
+    )
+    assert "同义词“请问”是停用词" in variant["message"]
+    canonical = await admin.call(
+        "POST",
+        "/api/kb/synonyms",
+        {"canonical": "了", "variants": ["红颜"]},
+        status=400,
+    )
+    assert "标准词“了”是停用词" in canonical["message"]
+    vocabulary = await admin.call("GET", "/api/kb/vocabulary")
+    assert vocabulary["words"] == [] and vocabulary["synonyms"] == []
+
+
 # Files
 
 
@@ -234,17 +262,61 @@ async def test_import_and_export_round_trip(client: TestClient) -> None:
     assert [e.faq_id for e in desk_of(client).store.list_faq()] == ["durian"]
 
 
-async def test_a_bad_import_names_the_line_and_changes_nothing(
+async def test_a_bad_import_lists_every_bad_line_and_changes_nothing(
     client: TestClient,
 ) -> None:
     admin = await sign_in_admin(client)
-    body = json.dumps(DURIAN, ensure_ascii=False) + '\n{"faq_id": "x"}\n'
-    status, result = await _import(admin, "bad.jsonl", body, "replace")
+    lines = [
+        json.dumps(DURIAN, ensure_ascii=False),
+        '{"faq_id": "x"}',
+        "{oops",
+        '{"faq_id": "durian", "question": "榴莲多少钱", "alternatives": 3}',
+    ]
+    body = "\n".join(lines) + "\n"
+    for mode in ("replace", "merge"):
+        status, result = await _import(admin, "bad.jsonl", body, mode)
+        assert status == 400
+        assert result["error"] == "bad_request"
+        assert result["message"] == "导入失败：bad.jsonl：发现 4 处问题，整个文件未导入"
+        assert result["problems"] == [
+            "第 2 行：缺少问题 (question)",
+            "第 3 行：不是有效的 JSON（第 2 个字符附近出错）",
+            "第 4 行：相似问法 (alternatives) 必须是文本列表",
+            "第 4 行：编号 (faq_id)“durian”与第 1 行重复",
+        ]
+        assert result["more"] == 0
+        ids = {entry.faq_id for entry in desk_of(client).store.list_faq()}
+        assert ids == {"strawberry", "shipping-fee", "refund-time"}
+    status, refused = await _import(admin, "faq.txt", "x", "merge")
+    assert status == 400 and "csv" in refused["message"]
+
+
+async def test_a_long_list_of_bad_lines_is_capped(client: TestClient) -> None:
+    admin = await sign_in_admin(client)
+    rows = [{"faq_id": f"q{n}", "answer": "答"} for n in range(70)]
+    body = "".join(json.dumps(row) + "\n" for row in rows)
+    status, result = await _import(admin, "many.jsonl", body, "merge")
     assert status == 400
-    assert "bad.jsonl:2" in result["message"] and "question" in result["message"]
-    assert len(desk_of(client).store.list_faq()) == 3
-    status, _ = await _import(admin, "faq.txt", "x", "merge")
-    assert status == 400
+    assert len(result["problems"]) == 50 and result["more"] == 20
+    assert result["problems"][49] == "第 50 行：缺少问题 (question)"
+    assert "发现 70 处问题" in result["message"]
+
+
+async def test_imported_rows_without_an_id_get_a_new_one(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    admin = await sign_in_admin(client)
+    # The first id made up is taken by a stored entry, which must stay.
+    made = iter(["strawberry", "faq-0000beef"])
+    monkeypatch.setattr(faqfile, "new_faq_id", lambda: next(made))
+    body = "faq_id,question,answer\n,榴莲怎么挑选,闻香味，刺发软的熟了。\n"
+    status, result = await _import(admin, "new.csv", body, "merge")
+    assert (status, result) == (200, {"imported": 1, "removed": 0})
+    store = desk_of(client).store
+    assert store.get_faq("faq-0000beef").question == "榴莲怎么挑选"
+    assert store.get_faq("strawberry").question == "草莓怎么保存"
+    await admin.settled()
+    assert (await admin.decide("榴莲怎么挑选"))["faq_id"] == "faq-0000beef"
 
 
 # Unanswered and handed off
@@ -531,3 +603,15 @@ async def test_try_it_shows_order_questions_as_the_live_chat_treats_them(
     assert decision["action"] == "order" and "1234" in decision["reply"]
     assert decision["candidates"] == []
     assert (await kb.decide("运费怎么算"))["action"] == "answer"
+
+
+def test_stored_stop_words_are_skipped_when_loaded(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Vocabulary saved before stop words were refused must not reach the robot.
+    groups = [SynonymGroup("了", ["红颜"]), SynonymGroup("草莓", ["红颜草莓"])]
+    words = [DictWord("吗", 2000), DictWord("叶菜拼盘", 3000)]
+    synonyms, kept = usable_vocabulary({}, groups, words)
+    assert synonyms == {"红颜草莓": "草莓"}
+    assert kept == {"叶菜拼盘": 3000}
+    assert "停用词" in caplog.text and "吗 is a stop word" in caplog.text

@@ -17,6 +17,7 @@ import aiohttp_jinja2
 from aiohttp import web
 
 from ..errors import BadRequest, Forbidden, NotFound, Unauthorized
+from ..faqfile import FaqFileError, new_faq_id
 from ..kb import KnowledgeBase
 from ..log import server as log
 from ..models import Account, FaqEntry
@@ -28,7 +29,6 @@ from ..vocabulary import (
     check_synonym_group,
     check_word,
     entry_from_json,
-    new_faq_id,
 )
 from .common import (
     APP_DESK,
@@ -323,7 +323,11 @@ async def export_entries(request: web.Request) -> web.Response:
 
 
 async def import_entries(request: web.Request) -> web.Response:
-    """POST /api/kb/import?name=file.csv&mode=merge|replace, the file as body."""
+    """POST /api/kb/import?name=file.csv&mode=merge|replace, the file as body.
+
+    A file with any bad line is refused whole: 400 with ``problems``, the
+    first of them by line, and ``more``, how many were left off.
+    """
     account = _admin(request, changes=True)
     name = request.query.get("name", "")
     mode = request.query.get("mode", "merge")
@@ -333,9 +337,9 @@ async def import_entries(request: web.Request) -> web.Response:
         raise BadRequest("请上传 .csv 或 .jsonl 文件")
     data = await _read_upload(request)
     try:
-        entries = await KnowledgeBase.parse_upload(data, _plain_name(name))
-    except ValueError as error:
-        raise BadRequest(f"导入失败：{error}") from None
+        entries = await _kb(request).parse_upload(data, _plain_name(name))
+    except FaqFileError as error:
+        return _refused_file(error)
     if mode == "replace" and not entries:
         raise BadRequest("文件中没有条目；替换导入会清空知识库，已拒绝")
     result = await _kb(request).import_entries(entries, replace=mode == "replace")
@@ -346,6 +350,19 @@ async def import_entries(request: web.Request) -> web.Response:
         mode,
     )
     return _json(result)
+
+
+def _refused_file(error: FaqFileError) -> web.Response:
+    """400 in the shape of every /api error, plus the problems by line."""
+    return _json(
+        {
+            "error": BadRequest.code,
+            "message": f"导入失败：{error.summary}",
+            "problems": error.problems,
+            "more": error.more,
+        },
+        status=BadRequest.status,
+    )
 
 
 def _plain_name(name: str) -> str:

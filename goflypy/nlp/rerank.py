@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from pypinyin import lazy_pinyin
+from rapidfuzz.distance import LCSseq
 
-from .normalize import is_cjk
+from .normalize import is_cjk, is_meaningful_char
 
 # Share of a FAQ in which a term must appear to count as a core term.
 _CORE_SHARE = 0.02
@@ -28,9 +29,15 @@ _TERM_COHESION = 0.8
 _TERM_MIN_DOCS = 3
 # Partial credit for a word that shares characters with a candidate's word.
 _CHAR_CREDIT = 0.5
-_SOUND_CREDIT = 0.9
+SOUND_CREDIT = 0.9
 # Weight of the vector cosine against the coverage score.
 COSINE_WEIGHT = 2.0
+# Weights, against that fused score, of the share of a FAQ text found in the
+# question in the same order, and of the gap between their lengths (a log
+# ratio). Chosen on the labelled dev split; in 5-fold cross-validation the
+# held-out folds gained 3-5 top-1 and 15-17 recall@3 hits over 299 queries.
+ORDER_WEIGHT = 0.5
+LENGTH_WEIGHT = 0.3
 # Bounds of the per-process caches of word statistics and word-pair credits.
 _IDF_CACHE = 1 << 16
 _PAIR_CACHE = 1 << 18
@@ -132,7 +139,7 @@ def similarity(word: str, other: str) -> float:
     if credit is not None:
         return credit
     if len(word) > 1 and len(other) > 1 and _sound(word) == _sound(other):
-        credit = _SOUND_CREDIT
+        credit = SOUND_CREDIT
     else:
         common = len(set(word) & set(other))
         longest = max(len(set(word)), len(set(other)))
@@ -197,3 +204,28 @@ class Matcher:
 def fuse(coverage: float, cosine: float) -> float:
     """Return the 0..1 score of a candidate from its coverage and cosine."""
     return (coverage + COSINE_WEIGHT * cosine) / (1.0 + COSINE_WEIGHT)
+
+
+def sequence(tokens: list[str]) -> str:
+    """Return the letters and digits of canonical ``tokens``, in order."""
+    return "".join(
+        char for token in tokens for char in token if is_meaningful_char(char)
+    )
+
+
+def blend(fused: float, query: str, text: str) -> float:
+    """Return the final 0..1 score of a FAQ text from its fused score.
+
+    ``query`` and ``text`` are ``sequence`` strings. Word bags miss order: the
+    longest run of the text's characters found in the question in order, as a
+    share of the text, lifts the score, and a large length gap lowers it.
+    """
+    order = LCSseq.similarity(query, text) / len(text) if text else 0.0
+    gap = abs(math.log((len(query) + 1) / (len(text) + 1)))
+    score = fused + ORDER_WEIGHT * order - LENGTH_WEIGHT * gap
+    return max(0.0, score / (1.0 + ORDER_WEIGHT))
+
+
+def ceiling(cosine: float) -> float:
+    """Return the highest ``blend`` a text with this cosine could reach."""
+    return (fuse(1.0, cosine) + ORDER_WEIGHT) / (1.0 + ORDER_WEIGHT)

@@ -13,11 +13,18 @@ from typing import Any
 import numpy as np
 
 from ..models import FaqEntry
-from .embed import Embedder, HashingEmbedder
+from .embed import Embedder, HashingEmbedder, word_sounds
 from .index import FaqIndex, SparseIndex
 from .intents import GREETING, HUMAN, detect_intent
 from .normalize import has_content, normalize_text
-from .rerank import KbStats, Matcher, fuse
+from .rerank import (
+    KbStats,
+    Matcher,
+    blend,
+    ceiling,
+    fuse,
+    sequence,
+)
 from .segment import Lexicon
 
 log = logging.getLogger("goflypy.nlp")
@@ -32,11 +39,14 @@ TOP_CANDIDATES = 3
 # How many nearest entries the second stage re-scores.
 RERANK_POOL = 16
 # Bump when features or weights change, so saved indexes are rebuilt.
-_EMBEDDER_VERSION = "hash-v4"
+_EMBEDDER_VERSION = "hash-v5"
 
 
 # A score this high is the question itself, however close the runner-up.
 _EXACT = 0.95
+# Share of its score an entry keeps when it names other goods of the same
+# topic than the question (strawberries asked, durians written).
+SIBLING_FACTOR = 0.6
 
 
 @dataclass(slots=True)
@@ -87,6 +97,11 @@ class _State:
     entries: dict[str, FaqEntry]
     stats: KbStats = field(default_factory=KbStats)
     words: dict[str, list[list[str]]] = field(default_factory=dict)
+    # Per entry, the ``rerank.sequence`` string of each text.
+    sequences: dict[str, list[str]] = field(default_factory=dict)
+    # Per entry, the goods its standard question names, by topic
+    # (``Lexicon.members``).
+    members: dict[str, dict[str, frozenset[str]]] = field(default_factory=dict)
     # Exact lexical index, used instead of the vector index when the
     # embedder is the default hashing one (which it approximates).
     lexical: SparseIndex = field(default_factory=SparseIndex)
@@ -106,6 +121,30 @@ def _by_id(entries: list[FaqEntry]) -> dict[str, FaqEntry]:
 def _clamp(score: float) -> float:
     """Return ``score`` rounded and kept within 0..1."""
     return min(1.0, max(0.0, round(score, 4)))
+
+
+def _other_goods(
+    asked: dict[str, frozenset[str]], written: dict[str, frozenset[str]] | None
+) -> bool:
+    """Tell whether an entry names only other goods of a topic than the question.
+
+    "榴莲能放冰箱吗" against "草莓怎么保存": both name fruit, different fruit.
+    An entry about the topic itself ("水果怎么保存") names no member and fits.
+    """
+    if not written:
+        return False
+    return any(
+        topic in written and not members & written[topic]
+        for topic, members in asked.items()
+    )
+
+
+def _sounds_named(text: str, good: str) -> bool:
+    """Tell whether ``text`` names ``good`` by its sound (草梅 for 草莓)."""
+    sounds = word_sounds(good)
+    if not sounds:
+        return False
+    return f" {' '.join(sounds)} " in f" {' '.join(word_sounds(text))} "
 
 
 def fingerprint(entries: list[FaqEntry]) -> str:
@@ -172,6 +211,8 @@ class Robot:
             state.index.remove(faq_id)
             state.entries.pop(faq_id, None)
             state.words.pop(faq_id, None)
+            state.sequences.pop(faq_id, None)
+            state.members.pop(faq_id, None)
             state.lexical.remove(faq_id)
         log.debug("FAQ entry %s removed", faq_id)
 
@@ -193,6 +234,10 @@ class Robot:
             decision = Decision("handoff", HANDOFF_REPLY, None, 0.0, candidates)
         else:
             decision = self._choose(candidates, self.thresholds)
+        if decision.action == "answer" and self._unnamed_goods(state, raw, candidates):
+            decision = Decision(
+                "suggest", SUGGEST_REPLY, None, decision.score, candidates
+            )
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
                 "robot %s score=%.3f faq=%s sibling=%s top=%s",
@@ -204,6 +249,34 @@ class Robot:
             )
         return decision
 
+    def _unnamed_goods(
+        self, state: _State, raw: list[str], candidates: list[Candidate]
+    ) -> bool:
+        """Tell whether the best entries are about goods the question doesn't name.
+
+        "怎么保存" or "水果怎么保存" against "草莓怎么保存" and "芒果怎么保存":
+        which fruit is meant is the shopper's to say, not the robot's to guess.
+        """
+        if len(candidates) < 2 or candidates[0].score >= _EXACT:
+            return False
+        tokens = self.lexicon.enrich([self.lexicon.canonical(word) for word in raw])
+        asked = self.lexicon.members(tokens)
+        best = state.members.get(candidates[0].faq_id) or {}
+        # The goods the entry names itself, not those its topics stand for.
+        own = [good for goods in best.values() for good in goods if good not in best]
+        heard = sequence(tokens)
+        named = all(
+            any(good in goods for goods in asked.values()) or _sounds_named(heard, good)
+            for good in own
+        )
+        if named:
+            return False
+        for other in candidates[1:]:
+            theirs = state.members.get(other.faq_id) or {}
+            if any(topic in theirs and theirs[topic] != best[topic] for topic in best):
+                return True
+        return False
+
     def search(self, text: str, limit: int = TOP_CANDIDATES) -> list[Candidate]:
         """Return up to ``limit`` FAQ candidates for ``text``, best first."""
         raw = self.lexicon.surface_tokens(text)
@@ -214,6 +287,9 @@ class Robot:
     ) -> list[Candidate]:
         """Rank FAQ entries for ``text``, whose surface tokens are ``raw``."""
         tokens = [self.lexicon.canonical(word) for word in raw]
+        query_seq = sequence(tokens)
+        tokens = self.lexicon.enrich(tokens)
+        goods = self.lexicon.members(tokens)
         embedder = state.embedder
         matcher = Matcher(state.stats, self.lexicon.content_words(raw))
         best: dict[str, float] = {}
@@ -226,14 +302,18 @@ class Robot:
             for faq_id, number, cosine in state.lexical.search(query, pool * 2):
                 # Rows come by falling cosine: once even full coverage cannot
                 # lift a row past the current top ``limit``, none later can.
-                if fuse(1.0, cosine) <= floor:
+                if ceiling(cosine) <= floor:
                     break
                 texts = state.words.get(faq_id)
-                if not texts or number >= len(texts):
+                seqs = state.sequences.get(faq_id)
+                if not texts or not seqs or number >= len(texts):
                     continue
                 if faq_id not in best and len(best) == pool:
                     break
-                score = fuse(matcher.coverage(texts[number]), cosine)
+                fused = fuse(matcher.coverage(texts[number]), cosine)
+                score = blend(fused, query_seq, seqs[number])
+                if goods and _other_goods(goods, state.members.get(faq_id)):
+                    score *= SIBLING_FACTOR
                 if score > best.get(faq_id, 0.0):
                     best[faq_id] = score
                     if len(best) >= limit:
@@ -244,9 +324,15 @@ class Robot:
                 return []
             for faq_id, cosine in state.index.search(vector, pool):
                 texts = state.words.get(faq_id)
-                if texts:
-                    coverage = max(matcher.coverage(words) for words in texts)
-                    best[faq_id] = fuse(coverage, cosine)
+                seqs = state.sequences.get(faq_id)
+                if texts and seqs:
+                    score = max(
+                        blend(fuse(matcher.coverage(words), cosine), query_seq, seq)
+                        for words, seq in zip(texts, seqs, strict=True)
+                    )
+                    if goods and _other_goods(goods, state.members.get(faq_id)):
+                        score *= SIBLING_FACTOR
+                    best[faq_id] = score
 
         scored = [
             (score, state.entries[faq_id])
@@ -263,15 +349,24 @@ class Robot:
         """Record the content words of ``entry`` and count them into the stats."""
         embedder = state.embedder
         texts = []
+        seqs = []
         rows = []
+        goods: dict[str, frozenset[str]] | None = None
         for text in _texts(entry):
             raw = self.lexicon.surface_tokens(text)
             words = self.lexicon.content_words(raw)
+            tokens = [self.lexicon.canonical(word) for word in raw]
+            seqs.append(sequence(tokens))
+            tokens = self.lexicon.enrich(tokens)
+            if goods is None:  # the standard question says what the entry is about
+                goods = self.lexicon.members(tokens)
             state.stats.add(raw, words)
             texts.append(words)
             if isinstance(embedder, HashingEmbedder):
-                rows.append(embedder.sparse([self.lexicon.canonical(w) for w in raw]))
+                rows.append(embedder.sparse(tokens))
         state.words[entry.faq_id] = texts
+        state.sequences[entry.faq_id] = seqs
+        state.members[entry.faq_id] = goods or {}
         state.lexical.add(entry.faq_id, rows)
 
     @staticmethod
@@ -318,7 +413,7 @@ class Robot:
         """
         self.lexicon.warm_up()
         digest = hashlib.sha256()
-        for name in ("_synonyms", "_custom_words"):
+        for name in ("_synonyms", "_custom_words", "_topics"):
             table = getattr(self.lexicon, name, None) or {}
             for key, value in sorted(table.items(), key=lambda item: item[0]):
                 digest.update(f"{key}\x00{value}\x01".encode())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 
@@ -15,6 +16,7 @@ log = logging.getLogger("goflypy.nlp")
 
 RETAIL_DICT = "retail_dict.txt"
 SYNONYMS = "synonyms.txt"
+CATEGORIES = "categories.txt"
 
 # Frequency given to synonym variants so jieba keeps each one as a single word.
 _SYNONYM_FREQ = 3000
@@ -49,6 +51,51 @@ def read_synonyms(path: Path) -> dict[str, str]:
     return table
 
 
+def read_categories(path: Path) -> dict[str, list[str]]:
+    """Read ``topic member member ...`` lines into a topic->members map."""
+    rules: dict[str, list[str]] = {}
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        topic, *members = (normalize_text(word) for word in line.split())
+        rules.setdefault(topic, []).extend(members)
+    return rules
+
+
+def direct_topics(
+    rules: dict[str, list[str]], canonical: Callable[[str], str]
+) -> dict[str, tuple[str, ...]]:
+    """Return each member's own topics, all words through ``canonical``."""
+    direct: dict[str, list[str]] = {}
+    for topic, members in rules.items():
+        for member in members:
+            known = direct.setdefault(canonical(member), [])
+            if canonical(topic) not in known:
+                known.append(canonical(topic))
+    return {member: tuple(topics) for member, topics in direct.items()}
+
+
+def topic_closure(direct: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+    """Return each member's topics and their topics in turn, nearest first.
+
+    A member that is its own topic, directly or through a loop, is not
+    repeated; loops end instead of recursing.
+    """
+    closure: dict[str, tuple[str, ...]] = {}
+    for member, topics in direct.items():
+        seen: list[str] = []
+        pending = list(topics)
+        while pending:
+            topic = pending.pop(0)
+            if topic == member or topic in seen:
+                continue
+            seen.append(topic)
+            pending.extend(direct.get(topic, ()))
+        closure[member] = tuple(seen)
+    return closure
+
+
 class Lexicon:
     """A private jieba tokenizer plus the synonym table; thread-safe once warm."""
 
@@ -56,12 +103,21 @@ class Lexicon:
         self,
         dict_paths: list[Path] | None = None,
         synonym_paths: list[Path] | None = None,
+        category_paths: list[Path] | None = None,
     ) -> None:
         self._dict_paths = dict_paths or [_data_path(RETAIL_DICT)]
         self._synonym_paths = synonym_paths or [_data_path(SYNONYMS)]
+        if category_paths is None:
+            category_paths = [_data_path(CATEGORIES)]
+        self._category_paths = category_paths
         self._tokenizer = jieba.Tokenizer()
         self._synonyms: dict[str, str] = {}
         self._shipped: dict[str, str] = {}
+        # Category rules (topic -> members) and each member's topics.
+        self._shipped_rules: dict[str, list[str]] = {}
+        self._rules: dict[str, list[str]] = {}
+        self._direct: dict[str, tuple[str, ...]] = {}
+        self._topics: dict[str, tuple[str, ...]] = {}
         # Admin-added words -> the frequency each had before (None: unknown).
         self._custom_words: dict[str, int | None] = {}
         self._custom_total = 0
@@ -83,8 +139,15 @@ class Lexicon:
             for path in self._synonym_paths:
                 self._synonyms.update(read_synonyms(path))
             self._shipped = dict(self._synonyms)
+            for path in self._category_paths:
+                for topic, members in read_categories(path).items():
+                    self._shipped_rules.setdefault(topic, []).extend(members)
+            self._use_rules(self._shipped_rules)
             # NOTE: words go to this tokenizer only; jieba's global one never sees them.
-            for word in {*self._synonyms, *self._synonyms.values()}:
+            rules = self._shipped_rules
+            for word in {*self._synonyms, *self._synonyms.values(), *rules}.union(
+                *rules.values()
+            ):
                 if len(word) > 1:
                     self._tokenizer.add_word(word, _SYNONYM_FREQ)
             self._ready = True
@@ -95,8 +158,26 @@ class Lexicon:
         self.warm_up()
         return dict(self._shipped)
 
-    def use_custom(self, synonyms: dict[str, str], words: dict[str, int]) -> None:
-        """Replace the admin-added synonyms (variant->canonical) and words.
+    def shipped_categories(self) -> dict[str, list[str]]:
+        """Return the topic->members rules of the category files."""
+        self.warm_up()
+        return {topic: list(members) for topic, members in self._shipped_rules.items()}
+
+    def categories(self) -> dict[str, list[str]]:
+        """Return the category rules in use, shipped and admin-added."""
+        self.warm_up()
+        return {topic: list(members) for topic, members in self._rules.items()}
+
+    def use_custom(
+        self,
+        synonyms: dict[str, str],
+        words: dict[str, int],
+        categories: dict[str, list[str]] | None = None,
+    ) -> None:
+        """Replace the admin-added synonyms (variant->canonical), words and rules.
+
+        ``categories`` maps a topic to its members; an admin rule for a
+        shipped topic adds to its members.
 
         Blocking; the caller validates the entries. Queries running meanwhile
         see either the old or the new vocabulary word by word; FAQ texts that
@@ -112,7 +193,15 @@ class Lexicon:
             # edits do not skew every word's probability.
             self._tokenizer.total -= self._custom_total
             wanted = dict(words)
-            for word in {*synonyms, *synonyms.values()}:
+            rules = {
+                topic: list(members) for topic, members in self._shipped_rules.items()
+            }
+            for topic, members in (categories or {}).items():
+                rules.setdefault(topic, []).extend(members)
+            vocabulary = {*synonyms, *synonyms.values()}
+            for topic, members in (categories or {}).items():
+                vocabulary.update([topic, *members])
+            for word in vocabulary:
                 if len(word) > 1:
                     wanted.setdefault(word, _SYNONYM_FREQ)
             self._custom_words = {word: freq.get(word) for word in wanted}
@@ -120,11 +209,42 @@ class Lexicon:
                 self._tokenizer.add_word(word, count)
             self._custom_total = sum(wanted.values())
             self._synonyms = {**self._shipped, **synonyms}
+            self._use_rules(rules)
         log.info(
-            "robot lexicon: %d custom synonyms, %d custom words",
+            "robot lexicon: %d custom synonyms, %d custom words, %d custom rules",
             len(synonyms),
             len(words),
+            len(categories or {}),
         )
+
+    def _use_rules(self, rules: dict[str, list[str]]) -> None:
+        """Swap in category ``rules``; the caller holds the lock."""
+        self._rules = rules
+        self._direct = direct_topics(rules, self.canonical)
+        self._topics = topic_closure(self._direct)
+
+    def topics(self, word: str) -> tuple[str, ...]:
+        """Return the topics of canonical ``word``, nearest first."""
+        return self._topics.get(word, ())
+
+    def enrich(self, tokens: list[str]) -> list[str]:
+        """Return canonical ``tokens`` followed by the topics they carry."""
+        extra: list[str] = []
+        present = set(tokens)
+        for word in tokens:
+            for topic in self._topics.get(word, ()):
+                if topic not in present:
+                    present.add(topic)
+                    extra.append(topic)
+        return tokens + extra if extra else tokens
+
+    def members(self, tokens: list[str]) -> dict[str, frozenset[str]]:
+        """Return, per topic, which of enriched ``tokens`` are listed under it."""
+        found: dict[str, set[str]] = {}
+        for word in set(tokens):
+            for topic in self._direct.get(word, ()):
+                found.setdefault(topic, set()).add(word)
+        return {topic: frozenset(words) for topic, words in found.items()}
 
     def canonical(self, word: str) -> str:
         """Return the canonical form of ``word`` (itself when it has none)."""
@@ -142,13 +262,13 @@ class Lexicon:
         return words
 
     def tokens(self, text: str) -> list[str]:
-        """Normalise, segment and canonicalise ``text``; punctuation is dropped."""
-        return [self.canonical(word) for word in self.surface_tokens(text)]
+        """Normalise, segment, canonicalise and enrich ``text``; no punctuation."""
+        return self.enrich([self.canonical(word) for word in self.surface_tokens(text)])
 
     def content_words(self, tokens: list[str]) -> list[str]:
-        """Return the canonical forms of ``tokens`` that are not stop words."""
+        """Return the enriched canonical forms of ``tokens``, stop words left out."""
         words = (self.canonical(word) for word in tokens)
-        return [word for word in words if not is_stopword(word)]
+        return self.enrich([word for word in words if not is_stopword(word)])
 
 
 def is_stopword(word: str) -> bool:

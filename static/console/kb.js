@@ -53,7 +53,11 @@ async function api(method, path, body, raw) {
     data = null;
   }
   if (res.status === 401) window.location.assign("/console/login?next=%2Fconsole%2Fkb");
-  if (!res.ok) throw new Error((data && data.message) || `请求失败（${res.status}）`);
+  if (!res.ok) {
+    const error = new Error((data && data.message) || `请求失败（${res.status}）`);
+    error.data = data;
+    throw error;
+  }
   return data;
 }
 
@@ -333,12 +337,28 @@ async function saveWord() {
 
 // ---- files ----------------------------------------------------------------
 
+function showImportProblems(data) {
+  const list = $("#kb-import-problems");
+  list.replaceChildren();
+  const problems = (data && Array.isArray(data.problems)) ? data.problems : [];
+  for (const problem of problems) list.append(el("li", "", problem));
+  if (data && data.more > 0) list.append(el("li", "muted", `…… 另有 ${data.more} 处问题未列出`));
+  list.hidden = list.children.length === 0;
+}
+
 async function importFile() {
+  showImportProblems(null);
   const file = $("#kb-import-file").files[0];
   if (!file) throw new Error("请选择文件");
   const mode = document.querySelector('#kb-import-form input[name="mode"]:checked').value;
   const params = new URLSearchParams({ name: file.name, mode });
-  const result = await api("POST", `/api/kb/import?${params}`, undefined, file);
+  let result;
+  try {
+    result = await api("POST", `/api/kb/import?${params}`, undefined, file);
+  } catch (err) {
+    showImportProblems(err.data);
+    throw err;
+  }
   notify(`已导入 ${result.imported} 条，删除 ${result.removed} 条，索引更新中…`);
   state.offset = 0;
   await loadEntries();
