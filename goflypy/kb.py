@@ -5,7 +5,8 @@ the robot's index in line. Single edits are applied incrementally
 (``Robot.upsert`` / ``Robot.remove``, reading the entry back from the store so
 the newest version always wins) ahead of bulk work; vocabulary changes and
 imports from the command line rebuild the whole index in a worker thread
-while queries keep using the previous one. The saved index lives in a
+while queries keep using the previous one. The custom vocabulary is synonym
+groups, dictionary words and category rules. The saved index lives in a
 directory named after the custom vocabulary, so a restart can only reuse an
 index built with the same words; the robot rebuilds it when the entries
 differ.
@@ -28,8 +29,8 @@ from .log import nlp as log
 from .models import FaqEntry
 from .nlp import Decision, Robot
 from .nlp.normalize import has_content, normalize_text
-from .store import DictWord, Store, SynonymGroup
-from .vocabulary import usable_vocabulary, with_alternative
+from .store import CategoryRule, DictWord, Store, SynonymGroup
+from .vocabulary import Vocabulary, usable_vocabulary, with_alternative
 
 # How many queued entries one worker-thread call indexes; between calls
 # single edits jump the queue.
@@ -56,8 +57,8 @@ class KnowledgeBase:
         self._rebuild_waiters: list[asyncio.Future[None]] = []
         self._rebuild_wanted = False
         self._vocabulary_waiters: list[asyncio.Future[None]] = []
-        # The custom vocabulary the robot uses now (variant->canonical, words).
-        self._applied: tuple[dict[str, str], dict[str, int]] = ({}, {})
+        # The custom vocabulary the robot uses now.
+        self._applied = Vocabulary({}, {}, {})
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._edit_lock: asyncio.Lock | None = None
@@ -167,6 +168,16 @@ class KnowledgeBase:
     async def delete_word(self, word: str) -> bool:
         if not await self.store.delete_word(word):
             raise NotFound(f"词语“{word}”不存在")
+        return await self.vocabulary_changed()
+
+    async def put_category_rule(self, rule: CategoryRule, replaces: str | None) -> bool:
+        """Store a category rule; True once the index follows it."""
+        await self.store.put_category_rule(rule, replaces)
+        return await self.vocabulary_changed()
+
+    async def delete_category_rule(self, topic: str) -> bool:
+        if not await self.store.delete_category_rule(topic):
+            raise NotFound(f"类别规则“{topic}”不存在")
         return await self.vocabulary_changed()
 
     async def vocabulary_changed(self) -> bool:
@@ -308,29 +319,39 @@ class KnowledgeBase:
             except Exception:  # one bad entry must not hold up the others
                 log.exception("FAQ entry %s could not be indexed", faq_id)
 
-    def _load_vocabulary(self) -> tuple[dict[str, str], dict[str, int]]:
+    def _load_vocabulary(self) -> Vocabulary:
         """The stored custom vocabulary that fits (blocking)."""
+        lexicon = self.robot.lexicon
         try:
             return usable_vocabulary(
-                self.robot.lexicon.shipped_synonyms(),
+                lexicon.shipped_synonyms(),
                 self.store.list_synonyms(),
                 self.store.list_words(),
+                lexicon.shipped_categories(),
+                self.store.list_categories(),
             )
         except Exception:  # the robot keeps working on the shipped words
             log.exception("custom vocabulary unreadable; using the shipped one")
-            return {}, {}
+            return Vocabulary({}, {}, {})
 
     def _update_vocabulary(self) -> None:
         """Blocking: apply the stored vocabulary, re-index the entries it touches.
 
         A whole rebuild only when most of the FAQ is touched.
         """
-        synonyms, words = self._load_vocabulary()
-        changed = _changed(self._applied[0], synonyms) | _changed(
-            self._applied[1], words
+        vocabulary = self._load_vocabulary()
+        before = self._applied
+        changed = _changed(before.synonyms, vocabulary.synonyms) | _changed(
+            before.words, vocabulary.words
         )
-        self.robot.lexicon.use_custom(synonyms, words)
-        self._applied = (synonyms, words)
+        lexicon = self.robot.lexicon
+        shipped_rules = lexicon.shipped_categories()
+        self._use(vocabulary)
+        changed |= _changed_rules(
+            _with_shipped(shipped_rules, before.categories),
+            _with_shipped(shipped_rules, vocabulary.categories),
+            {**lexicon.shipped_synonyms(), **before.synonyms, **vocabulary.synonyms},
+        )
         if not changed:
             return
         entries = self.store.list_faq()
@@ -341,14 +362,19 @@ class KnowledgeBase:
         self._apply({entry.faq_id: entry for entry in touched})
         log.info("vocabulary change re-indexed %d FAQ entries", len(touched))
 
+    def _use(self, vocabulary: Vocabulary) -> None:
+        """Hand ``vocabulary`` to the robot's lexicon (blocking)."""
+        synonyms, words, categories = vocabulary
+        self.robot.lexicon.use_custom(synonyms, words, categories)
+        self._applied = vocabulary
+
     def _apply_vocabulary_and_rebuild(self, entries: list[FaqEntry]) -> None:
         """Blocking: load the custom vocabulary, then rebuild for it."""
         started = time.perf_counter()
-        synonyms, words = self._load_vocabulary()
-        self.robot.lexicon.use_custom(synonyms, words)
-        self._applied = (synonyms, words)
+        vocabulary = self._load_vocabulary()
+        self._use(vocabulary)
         if self.index_root is not None:
-            self.robot.index_dir = self._index_dir(synonyms, words)
+            self.robot.index_dir = self._index_dir(vocabulary)
         self.robot.rebuild(entries)
         if self.index_root is not None:
             _drop_other_indexes(self.index_root, self.robot.index_dir)
@@ -358,15 +384,18 @@ class KnowledgeBase:
             (time.perf_counter() - started) * 1000,
         )
 
-    def _index_dir(self, synonyms: dict[str, str], words: dict[str, int]) -> Path:
+    def _index_dir(self, vocabulary: Vocabulary) -> Path:
         assert self.index_root is not None
-        if not synonyms and not words:
+        synonyms, words, categories = vocabulary
+        if not synonyms and not words and not categories:
             return self.index_root
         digest = hashlib.sha256()
         for variant, canonical in sorted(synonyms.items()):
             digest.update(f"s\0{variant}\0{canonical}\n".encode())
         for word, freq in sorted(words.items()):
             digest.update(f"w\0{word}\0{freq}\n".encode())
+        for topic, members in sorted(categories.items()):
+            digest.update(f"c\0{topic}\0{chr(0).join(members)}\n".encode())
         return self.index_root / (_LEX_PREFIX + digest.hexdigest()[:16])
 
 
@@ -398,6 +427,50 @@ def _changed(old: dict[str, Any], new: dict[str, Any]) -> set[str]:
         if old.get(key) != new.get(key):
             found.add(key)
             found.update(v for v in (old.get(key), new.get(key)) if isinstance(v, str))
+    return found
+
+
+def _with_shipped(
+    shipped: dict[str, list[str]], custom: dict[str, list[str]]
+) -> dict[str, list[str]]:
+    """The rules the lexicon uses: custom members added to the shipped ones."""
+    rules = {topic: list(members) for topic, members in shipped.items()}
+    for topic, members in custom.items():
+        rules.setdefault(topic, []).extend(members)
+    return rules
+
+
+def _changed_rules(
+    old: dict[str, list[str]], new: dict[str, list[str]], synonyms: dict[str, str]
+) -> set[str]:
+    """Words whose topics differ between the rule sets ``old`` and ``new``.
+
+    That is each topic that gained or lost members, those members, the words
+    below them (their topics' topics changed too), and every synonym of
+    these words (``synonyms``: variant->canonical).
+    """
+    found: set[str] = set()
+    moved: set[str] = set()
+    for topic in old.keys() | new.keys():
+        differ = set(old.get(topic, ())) ^ set(new.get(topic, ()))
+        if differ:
+            found.add(topic)
+            moved |= differ
+    # Members by canonical topic, in either rule set, as the lexicon reads them.
+    below: dict[str, set[str]] = {}
+    for rules in (old, new):
+        for topic, members in rules.items():
+            below.setdefault(synonyms.get(topic, topic), set()).update(members)
+    pending = list(moved)
+    while pending:
+        word = pending.pop()
+        for member in below.get(synonyms.get(word, word), ()):
+            if member not in moved:
+                moved.add(member)
+                pending.append(member)
+    found |= moved
+    found |= {synonyms.get(word, word) for word in found}
+    found |= {variant for variant, word in synonyms.items() if word in found}
     return found
 
 

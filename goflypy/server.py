@@ -309,6 +309,8 @@ def _add_kb_routes(app: web.Application) -> None:
     router.add_get("/api/kb/vocabulary", kb.list_vocabulary)
     router.add_post("/api/kb/synonyms", kb.put_synonyms)
     router.add_delete("/api/kb/synonyms/{canonical}", kb.delete_synonyms)
+    router.add_post("/api/kb/categories", kb.put_categories)
+    router.add_delete("/api/kb/categories/{topic}", kb.delete_categories)
     router.add_post("/api/kb/words", kb.put_word)
     router.add_delete("/api/kb/words/{word}", kb.delete_word)
     router.add_get("/api/kb/export", kb.export_entries)

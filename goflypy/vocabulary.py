@@ -1,4 +1,4 @@
-"""Checks on admin-entered knowledge-base text: entries, synonyms, words.
+"""Checks on admin-entered knowledge-base text: entries, synonyms, words, rules.
 
 Every refusal is a BadRequest whose message an admin can act on. Stored
 vocabulary is checked again when it is loaded, so an entry that became bad
@@ -8,8 +8,8 @@ instead of stopping the robot.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, NamedTuple
 
 from .errors import BadRequest
 from .faqfile import (
@@ -24,11 +24,12 @@ from .log import nlp as log
 from .models import FaqEntry
 from .nlp.normalize import has_content, normalize_text
 from .nlp.segment import is_stopword
-from .store import DictWord, SynonymGroup
+from .store import CategoryRule, DictWord, SynonymGroup
 
 MAX_WORD_CHARS = 20
 
 MIN_FREQ, MAX_FREQ, DEFAULT_FREQ = 1, 1_000_000, 2000
+MAX_MEMBERS = 200
 
 
 # FAQ entries
@@ -198,9 +199,21 @@ def check_group_fits(group: SynonymGroup, table: dict[str, str]) -> None:
         )
 
 
+class Vocabulary(NamedTuple):
+    """The custom vocabulary the robot uses, in ``Lexicon.use_custom`` shapes."""
+
+    synonyms: dict[str, str]
+    words: dict[str, int]
+    categories: dict[str, list[str]]
+
+
 def usable_vocabulary(
-    shipped: dict[str, str], groups: list[SynonymGroup], words: list[DictWord]
-) -> tuple[dict[str, str], dict[str, int]]:
+    shipped: dict[str, str],
+    groups: list[SynonymGroup],
+    words: list[DictWord],
+    shipped_rules: dict[str, list[str]] | None = None,
+    rules: Iterable[CategoryRule] = (),
+) -> Vocabulary:
     """The stored custom vocabulary minus anything that no longer fits."""
     accepted: dict[str, str] = {}
     for group in sorted(groups, key=lambda g: g.updated):
@@ -216,7 +229,132 @@ def usable_vocabulary(
             log.warning("custom dictionary word skipped: %s is a stop word", word.word)
             continue
         kept[word.word] = word.freq
-    return accepted, kept
+    table = {**shipped, **accepted}
+    canonical = _lookup(table)
+    graph = {topic: list(members) for topic, members in (shipped_rules or {}).items()}
+    categories: dict[str, list[str]] = {}
+    for rule in sorted(rules, key=lambda r: r.updated):
+        try:
+            check_rule_fits(rule, graph, canonical)
+        except BadRequest as error:
+            log.warning("custom category rule skipped: %s", error.message)
+            continue
+        categories[rule.topic] = list(rule.members)
+        graph.setdefault(rule.topic, []).extend(rule.members)
+    return Vocabulary(accepted, kept, categories)
+
+
+# Category rules
+
+
+def check_category_rule(
+    data: dict[str, Any],
+    shipped_rules: dict[str, list[str]],
+    rules: Iterable[CategoryRule],
+    canonical: Callable[[str], str] | None = None,
+    replaces: str | None = None,
+) -> CategoryRule:
+    """Validate a rule against the shipped rules and the other custom rules.
+
+    ``canonical`` maps a word to its standard word (the synonym table in
+    use). Refused: a space, an empty side, a stop word, a repeated member,
+    a member that is the topic itself or already belongs to it in the
+    shipped rules, too many members, and any loop (a topic that would
+    become its own topic through the rules).
+    """
+    topic = check_word(data.get("topic"), "类别")
+    raw = data.get("members")
+    items = raw.split("\n") if isinstance(raw, str) else raw
+    if not isinstance(items, list):
+        raise BadRequest("成员必须是文本列表")
+    members: list[str] = []
+    for item in items:
+        if not _filled(item):
+            continue
+        member = check_word(item, "成员")
+        if member in members:
+            raise BadRequest(f"成员“{member}”重复了")
+        members.append(member)
+    if not members:
+        raise BadRequest("请至少填写一个成员")
+    if len(members) > MAX_MEMBERS:
+        raise BadRequest(f"一条类别规则最多 {MAX_MEMBERS} 个成员")
+    shipped_members = set(shipped_rules.get(topic, ()))
+    for member in members:
+        if member in shipped_members:
+            raise BadRequest(f"“{member}”已在内置规则“{topic}”中，无需再添加")
+    rule = CategoryRule(topic, members)
+    graph = {name: list(words) for name, words in shipped_rules.items()}
+    for other in rules:
+        if other.topic not in (topic, replaces):
+            graph.setdefault(other.topic, []).extend(other.members)
+    check_rule_fits(rule, graph, canonical)
+    return rule
+
+
+def check_rule_fits(
+    rule: CategoryRule,
+    graph: dict[str, list[str]],
+    canonical: Callable[[str], str] | None = None,
+) -> None:
+    """BadRequest unless ``rule`` can join the topic->members ``graph``.
+
+    Words are compared through ``canonical``, as the robot reads them.
+    """
+    canonical = canonical or _same
+    topic = rule.topic
+    check_not_stopword(topic, "类别", "作为类别")
+    if len(rule.members) > MAX_MEMBERS:
+        raise BadRequest(f"一条类别规则最多 {MAX_MEMBERS} 个成员")
+    for member in rule.members:
+        check_not_stopword(member, "成员", "作为成员")
+    # Each word's own topics, all through ``canonical``.
+    parents: dict[str, list[str]] = {}
+    for name, members in graph.items():
+        for member in members:
+            parents.setdefault(canonical(member), []).append(canonical(name))
+    root = canonical(topic)
+    # Where each topic above ``root`` was reached from, to show the chain.
+    came_from: dict[str, str] = {root: root}
+    pending = [root]
+    while pending:
+        word = pending.pop(0)
+        for parent in parents.get(word, ()):
+            if parent not in came_from:
+                came_from[parent] = word
+                pending.append(parent)
+    for member in rule.members:
+        if member == topic:
+            raise BadRequest(f"成员“{member}”不能与类别相同")
+        word = canonical(member)
+        if word == root:
+            raise BadRequest(
+                f"“{member}”与“{topic}”是同义词，不能作为它的成员（会形成循环）"
+            )
+        if word in came_from:
+            raise BadRequest(
+                f"“{member}”已是“{topic}”的上级类别（{_chain(came_from, word)}），"
+                f"再把它作为“{topic}”的成员会形成循环"
+            )
+
+
+def _chain(came_from: dict[str, str], word: str) -> str:
+    """The path ``root → ... → word`` through ``came_from``."""
+    path = [word]
+    while came_from[path[-1]] != path[-1]:
+        path.append(came_from[path[-1]])
+    return " → ".join(reversed(path))
+
+
+def _same(word: str) -> str:
+    return word
+
+
+def _lookup(table: dict[str, str]) -> Callable[[str], str]:
+    def canonical(word: str) -> str:
+        return table.get(word, word)
+
+    return canonical
 
 
 def _table(groups: Iterable[SynonymGroup]) -> dict[str, str]:

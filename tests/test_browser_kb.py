@@ -94,6 +94,13 @@ def test_admin_edits_an_entry_and_try_it_answers_with_the_edit(
     expect(top.first).to_have_attribute("data-id", "storage-strawberry")
     expect(admin.locator(".kb-try b")).to_have_count(0)
 
+    # Held back from the best entry: the box says why.
+    try_robot(admin, "榴莲可以放冰箱吗")
+    expect(admin.locator("#try-action")).to_have_attribute("data-action", "handoff")
+    try_robot(admin, "水果怎么保存")
+    expect(admin.locator("#try-action")).to_have_attribute("data-action", "suggest")
+    expect(admin.locator("#try-action")).to_contain_text("问题没说明是哪一种")
+
     # A bad synonym is refused with a message; the robot keeps answering.
     admin.locator('[data-kb-tab="vocabulary"]').click()
     admin.locator("#kb-syn-canonical").fill("士多啤梨")
@@ -134,3 +141,47 @@ def test_agent_sends_a_suggested_answer_in_one_click(server: str, new_page) -> N
         agent.locator('#messages .msg[data-sender="agent"][data-seq] .bubble').last
     ).to_have_text(answer)
     expect(agent.locator("#reply-input")).to_have_value("")
+
+
+def test_admin_adds_edits_and_deletes_a_category_rule(server: str, new_page) -> None:
+    admin = new_page()
+    sign_in(admin, server, "/console/kb")
+    admin.locator('[data-kb-tab="vocabulary"]').click()
+
+    # The shipped rules are listed read-only, folded away.
+    shipped = admin.locator("#kb-cat-shipped")
+    expect(admin.locator("#kb-cat-empty")).to_be_visible()
+    shipped.locator("summary").click()
+    fruit = shipped.locator('.kb-shipped-rule[data-topic="水果"]')
+    expect(fruit).to_contain_text("草莓")
+    expect(fruit.locator("button")).to_have_count(0)
+
+    # A loop is refused with the reason.
+    admin.locator("#kb-cat-topic").fill("草莓")
+    admin.locator("#kb-cat-members").fill("水果")
+    admin.locator("#kb-cat-save").click()
+    expect(admin.locator("#kb-notice")).to_have_attribute("data-kind", "error")
+    expect(admin.locator("#kb-notice")).to_contain_text("循环")
+
+    # A rule whose words look like markup is shown as text.
+    admin.locator("#kb-cat-topic").fill("水果")
+    admin.locator("#kb-cat-members").fill("释迦\n<b>番荔枝</b>")
+    admin.locator("#kb-cat-save").click()
+    expect(admin.locator("#kb-notice")).to_contain_text("已保存类别规则“水果”")
+    rule = admin.locator('#kb-cat-list .kb-rule[data-topic="水果"]')
+    expect(rule).to_contain_text("释迦、<b>番荔枝</b>")
+    expect(admin.locator("#kb-cat-list b")).to_have_count(0)
+    expect(admin.locator("#kb-cat-empty")).to_be_hidden()
+
+    # Edit it: the form takes the rule, saving replaces it.
+    rule.locator(".kb-rule-edit").click()
+    expect(admin.locator("#kb-cat-topic")).to_have_value("水果")
+    expect(admin.locator("#kb-cat-members")).to_have_value("释迦\n<b>番荔枝</b>")
+    admin.locator("#kb-cat-members").fill("释迦\n番荔枝")
+    admin.locator("#kb-cat-save").click()
+    expect(rule).to_contain_text("释迦、番荔枝")
+    expect(admin.locator("#kb-cat-list .kb-rule")).to_have_count(1)
+
+    rule.locator(".kb-rule-delete").click()
+    expect(admin.locator("#kb-notice")).to_contain_text("已删除类别规则“水果”")
+    expect(admin.locator("#kb-cat-list .kb-rule")).to_have_count(0)

@@ -14,6 +14,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from goflypy import faqfile
+from goflypy.handlers.kb import APP_KB
 from goflypy.models import FaqEntry
 from goflypy.server import make_app
 from goflypy.store import DictWord, SynonymGroup
@@ -21,6 +22,19 @@ from goflypy.vocabulary import usable_vocabulary
 from tests.conftest import ClientFactory, add_agent, desk_of, make_config, sign_in
 from tests.kb_support import Admin, page_csrf, sign_in_admin, wait_for
 from tests.test_ws_functional import hello, recv_message
+
+DEMO_FAQ = Path(faqfile.__file__).parent / "data" / "demo_faq.jsonl"
+SUGAR_APPLE = {"topic": "水果", "members": ["释迦"]}
+
+
+def demo_entry(faq_id: str) -> dict[str, Any]:
+    """One entry of the shipped demo FAQ, as the entry API takes it."""
+    for line in DEMO_FAQ.read_text(encoding="utf-8").splitlines():
+        entry: dict[str, Any] = json.loads(line)
+        if entry["faq_id"] == faq_id:
+            return entry
+    raise AssertionError(f"no demo entry {faq_id}")
+
 
 DURIAN = {
     "faq_id": "durian",
@@ -194,6 +208,94 @@ async def test_stop_words_are_not_vocabulary(client: TestClient) -> None:
     assert "标准词“了”是停用词" in canonical["message"]
     vocabulary = await admin.call("GET", "/api/kb/vocabulary")
     assert vocabulary["words"] == [] and vocabulary["synonyms"] == []
+
+
+async def test_a_category_rule_reaches_the_robot_and_delete_restores(
+    client: TestClient,
+) -> None:
+    admin = await sign_in_admin(client)
+    # The demo's return policy is written for all fresh food (生鲜, 水果).
+    await admin.call("POST", "/api/kb/entries", demo_entry("refund-policy"), status=201)
+    question = "释迦不想要了能退吗"
+    before = await admin.decide(question)
+    assert before["action"] != "answer"
+    storage_before = await admin.decide("释迦怎么保存")
+    assert storage_before["faq_id"] == "strawberry"
+
+    saved = await admin.call("POST", "/api/kb/categories", SUGAR_APPLE)
+    assert saved["rule"]["topic"] == "水果" and saved["rule"]["members"] == ["释迦"]
+    assert saved["indexed"] is True
+    await admin.settled()
+    # 释迦 is now a fruit: the policy for all fruit answers it ...
+    after = await admin.decide(question)
+    assert after["action"] == "answer" and after["faq_id"] == "refund-policy"
+    # ... and the strawberry entry, about another fruit, counts for less.
+    storage = await admin.decide("释迦怎么保存")
+    strawberry = {c["faq_id"]: c["score"] for c in storage["candidates"]}
+    assert strawberry["strawberry"] < storage_before["score"]
+
+    vocabulary = await admin.call("GET", "/api/kb/vocabulary")
+    assert [(r["topic"], r["members"]) for r in vocabulary["categories"]] == [
+        ("水果", ["释迦"])
+    ]
+    assert "草莓" in vocabulary["shipped_categories"]["水果"]
+    assert "释迦" not in vocabulary["shipped_categories"]["水果"]
+    assert "水果" in vocabulary["shipped_categories"]["生鲜"]
+
+    deleted = await admin.call("DELETE", "/api/kb/categories/水果")
+    assert deleted == {"deleted": "水果", "indexed": True}
+    await admin.settled()
+    assert (await admin.decide(question))["action"] != "answer"
+    assert desk_of(client).robot.lexicon.topics("释迦") == ()
+    await admin.call("DELETE", "/api/kb/categories/水果", status=404)
+    assert (await admin.call("GET", "/api/kb/vocabulary"))["categories"] == []
+
+
+async def test_bad_category_rules_are_refused(client: TestClient) -> None:
+    admin = await sign_in_admin(client)
+    refused = {
+        "loop with the shipped rules": ({"topic": "草莓", "members": ["水果"]}, "循环"),
+        "loop two steps up": ({"topic": "榴莲", "members": ["生鲜"]}, "循环"),
+        "stop word member": ({"topic": "水果", "members": ["释迦", "吗"]}, "停用词"),
+        "stop word topic": ({"topic": "的", "members": ["释迦"]}, "停用词"),
+        "empty topic": ({"topic": " ", "members": ["释迦"]}, "类别不能为空"),
+        "no members": ({"topic": "水果", "members": ["", " "]}, "至少"),
+        "space": ({"topic": "水果", "members": ["释 迦"]}, "空格"),
+        "repeated member": ({"topic": "水果", "members": ["释迦", "释迦"]}, "重复"),
+        "member is the topic": ({"topic": "水果", "members": ["水果"]}, "相同"),
+    }
+    for why, (body, words) in refused.items():
+        answer = await admin.call("POST", "/api/kb/categories", body, status=400)
+        assert answer["error"] == "bad_request", why
+        assert words in answer["message"], (why, answer["message"])
+
+    # A loop through another custom rule.
+    await admin.call(
+        "POST", "/api/kb/categories", {"topic": "热带水果", "members": ["释迦"]}
+    )
+    loop = await admin.call(
+        "POST",
+        "/api/kb/categories",
+        {"topic": "释迦", "members": ["热带水果"]},
+        status=400,
+    )
+    assert "释迦 → 热带水果" in loop["message"] and "循环" in loop["message"]
+    rules = desk_of(client).store.list_categories()
+    assert [(r.topic, r.members) for r in rules] == [("热带水果", ["释迦"])]
+    await admin.settled()
+    assert desk_of(client).robot.lexicon.topics("释迦") == ("热带水果",)
+
+
+async def test_a_category_rule_re_indexes_only_the_entries_that_use_it(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    admin = await sign_in_admin(client)
+    pick = {**DURIAN, "question": "释迦怎么挑选", "alternatives": []}
+    await admin.call("POST", "/api/kb/entries", pick, status=201)
+    caplog.set_level(logging.INFO, "goflypy.nlp")
+    saved = await admin.call("POST", "/api/kb/categories", SUGAR_APPLE)
+    assert saved["indexed"] is True
+    assert "vocabulary change re-indexed 1 FAQ entries" in caplog.text
 
 
 # Files
@@ -416,6 +518,8 @@ async def test_logged_out_and_agents_are_refused(client: TestClient) -> None:
         ("PUT", "/api/kb/entries/strawberry"),
         ("DELETE", "/api/kb/entries/strawberry"),
         ("POST", "/api/kb/synonyms"),
+        ("POST", "/api/kb/categories"),
+        ("DELETE", "/api/kb/categories/水果"),
         ("POST", "/api/kb/try"),
         ("GET", "/api/kb/export?format=csv"),
     ):
@@ -433,6 +537,7 @@ async def test_changes_without_the_csrf_token_are_refused(client: TestClient) ->
         ("DELETE", "/api/kb/entries/strawberry", None),
         ("POST", "/api/kb/synonyms", {"canonical": "草莓", "variants": ["红颜"]}),
         ("POST", "/api/kb/words", {"word": "叶菜拼盘"}),
+        ("POST", "/api/kb/categories", SUGAR_APPLE),
     ):
         answer = await forged.call(method, path, body, status=403)
         assert answer["error"] == "csrf", (method, path)
@@ -443,6 +548,7 @@ async def test_changes_without_the_csrf_token_are_refused(client: TestClient) ->
     assert response.status == 403
     assert desk_of(client).store.get_faq("strawberry") is not None
     assert desk_of(client).store.list_synonyms() == []
+    assert desk_of(client).store.list_categories() == []
     assert "durian" not in {e.faq_id for e in desk_of(client).store.list_faq()}
 
 
@@ -483,6 +589,7 @@ async def test_a_restart_finds_the_index_in_step_with_the_store(
     await admin.call(
         "POST", "/api/kb/synonyms", {"canonical": "草莓", "variants": ["红颜"]}
     )
+    await admin.call("POST", "/api/kb/categories", SUGAR_APPLE)
     await admin.settled()
     await client.close()
 
@@ -496,6 +603,12 @@ async def test_a_restart_finds_the_index_in_step_with_the_store(
     assert robot.decide("退款多久到账").faq_id != "refund-time"
     after = robot.decide("红颜怎么保存")
     assert after.faq_id == "strawberry" and after.score >= 0.95
+    assert robot.lexicon.topics("释迦") == ("水果", "生鲜")
+    # The saved index is named after the rules too.
+    applied = again.server.app[APP_KB]._applied
+    assert applied.categories == {"水果": ["释迦"]}
+    without = applied._replace(categories={})
+    assert robot.index_dir != again.server.app[APP_KB]._index_dir(without)
     await again.close()
 
 
@@ -611,7 +724,7 @@ def test_stored_stop_words_are_skipped_when_loaded(
     # Vocabulary saved before stop words were refused must not reach the robot.
     groups = [SynonymGroup("了", ["红颜"]), SynonymGroup("草莓", ["红颜草莓"])]
     words = [DictWord("吗", 2000), DictWord("叶菜拼盘", 3000)]
-    synonyms, kept = usable_vocabulary({}, groups, words)
+    synonyms, kept, _rules = usable_vocabulary({}, groups, words)
     assert synonyms == {"红颜草莓": "草莓"}
     assert kept == {"叶菜拼盘": 3000}
     assert "停用词" in caplog.text and "吗 is a stop word" in caplog.text

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
 
 from goflypy.errors import BadRequest
+from goflypy.kb import _changed_rules
 from goflypy.models import FaqEntry
 from goflypy.nlp.segment import Lexicon
-from goflypy.store import DictWord, Store, SynonymGroup
+from goflypy.store import CategoryRule, DictWord, Store, SynonymGroup
 from goflypy.store.crypto import parse_keys
 from goflypy.vocabulary import (
+    MAX_MEMBERS,
     check_alternatives,
+    check_category_rule,
     check_dict_word,
     check_synonym_group,
     usable_vocabulary,
@@ -20,6 +24,11 @@ from goflypy.vocabulary import (
 )
 
 SHIPPED = {"士多啤梨": "草莓", "车厘子": "樱桃", "退钱": "退款"}
+RULES = {
+    "水果": ["草莓", "樱桃", "榴莲"],
+    "蔬菜": ["叶菜"],
+    "生鲜": ["水果", "蔬菜"],
+}
 
 
 def refused(data: dict[str, object], groups: list[SynonymGroup] | None = None) -> str:
@@ -63,9 +72,104 @@ def test_stored_groups_that_no_longer_fit_are_skipped() -> None:
         SynonymGroup("蓝莓", ["蓝梅子"], updated=1),
         SynonymGroup("士多啤梨", ["草莓"], updated=2),  # a cycle now
     ]
-    synonyms, words = usable_vocabulary(SHIPPED, groups, [DictWord("叶菜拼盘", 9)])
+    synonyms, words, rules = usable_vocabulary(
+        SHIPPED, groups, [DictWord("叶菜拼盘", 9)]
+    )
     assert synonyms == {"蓝梅子": "蓝莓"}
     assert words == {"叶菜拼盘": 9}
+    assert rules == {}
+
+
+def canonical(word: str) -> str:
+    return SHIPPED.get(word, word)
+
+
+def refused_rule(
+    data: dict[str, object],
+    rules: list[CategoryRule] | None = None,
+    replaces: str | None = None,
+) -> str:
+    with pytest.raises(BadRequest) as caught:
+        check_category_rule(data, RULES, rules or [], canonical, replaces)
+    return caught.value.message
+
+
+def test_category_rules_are_normalised_and_checked() -> None:
+    rule = check_category_rule(
+        {"topic": "水果", "members": "釋迦\n\n ＡＢ果 \n"}, RULES, [], canonical
+    )
+    assert rule == CategoryRule("水果", ["释迦", "ab果"])
+
+    assert "空格" in refused_rule({"topic": "水 果", "members": ["释迦"]})
+    assert "空格" in refused_rule({"topic": "水果", "members": ["释 迦"]})
+    assert "不能为空" in refused_rule({"topic": " ", "members": ["释迦"]})
+    assert "至少" in refused_rule({"topic": "水果", "members": ["", " "]})
+    assert "文本列表" in refused_rule({"topic": "水果", "members": 3})
+    assert "重复" in refused_rule({"topic": "水果", "members": ["释迦", "釋迦"]})
+    assert "相同" in refused_rule({"topic": "水果", "members": ["水果"]})
+    assert "已在内置规则" in refused_rule({"topic": "水果", "members": ["草莓"]})
+    too_many = [f"果{n}" for n in range(MAX_MEMBERS + 1)]
+    assert "最多" in refused_rule({"topic": "水果", "members": too_many})
+    long_word = "释" * 21
+    assert "太长" in refused_rule({"topic": "水果", "members": [long_word]})
+    assert "类别“了”是停用词" in refused_rule({"topic": "了", "members": ["释迦"]})
+    assert "成员“吗”是停用词" in refused_rule({"topic": "水果", "members": ["吗"]})
+
+
+def test_category_loops_are_refused() -> None:
+    # Through the shipped rules, one step and two.
+    loop = refused_rule({"topic": "草莓", "members": ["水果"]})
+    assert "循环" in loop and "草莓 → 水果" in loop
+    assert "榴莲 → 水果 → 生鲜" in refused_rule({"topic": "榴莲", "members": ["生鲜"]})
+    # Through a synonym, and a member that is the topic's synonym.
+    assert "循环" in refused_rule({"topic": "士多啤梨", "members": ["水果"]})
+    assert "同义词" in refused_rule({"topic": "草莓", "members": ["士多啤梨"]})
+    # Through another custom rule.
+    mine = [CategoryRule("热带水果", ["释迦"])]
+    assert "循环" in refused_rule({"topic": "释迦", "members": ["热带水果"]}, mine)
+    # Editing a rule may keep its own members; renaming drops the old one.
+    edited = check_category_rule(
+        {"topic": "热带水果", "members": ["释迦", "山竹"]}, RULES, mine, canonical
+    )
+    assert edited.members == ["释迦", "山竹"]
+    renamed = check_category_rule(
+        {"topic": "释迦", "members": ["热带水果"]}, RULES, mine, canonical, "热带水果"
+    )
+    assert renamed.topic == "释迦"
+
+
+def test_stored_rules_that_no_longer_fit_are_skipped(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, "goflypy.nlp")
+    rules = [
+        CategoryRule("水果", ["释迦"], updated=1),
+        CategoryRule("释迦", ["生鲜"], updated=2),  # a loop with the first
+        CategoryRule("了", ["释迦"], updated=3),
+        CategoryRule("热带水果", ["释迦", "山竹"], updated=4),
+    ]
+    synonyms, words, categories = usable_vocabulary(SHIPPED, [], [], RULES, rules)
+    assert categories == {"水果": ["释迦"], "热带水果": ["释迦", "山竹"]}
+    assert "custom category rule skipped" in caplog.text and "循环" in caplog.text
+
+
+def test_a_rule_change_touches_its_members_and_the_words_below_them() -> None:
+    old = {"水果": ["草莓"], "生鲜": ["水果"], "莓果": ["蓝莓"]}
+    new = {"水果": ["草莓"], "生鲜": ["水果", "莓果"], "莓果": ["蓝莓"]}
+    table = {"蓝梅子": "蓝莓", "士多啤梨": "草莓"}
+    # 莓果 (and so 蓝莓, and its synonym) gained a topic; fruit did not change.
+    assert _changed_rules(old, new, table) == {"生鲜", "莓果", "蓝莓", "蓝梅子"}
+    assert _changed_rules(new, new, table) == set()
+
+
+def test_category_rules_in_the_lexicon_come_and_go() -> None:
+    fresh = Lexicon()
+    fresh.warm_up()
+    assert fresh.topics("释迦") == ()
+    fresh.use_custom({}, {}, {"水果": ["释迦"]})
+    assert fresh.topics("释迦") == ("水果", "生鲜")
+    fresh.use_custom({}, {}, {})
+    assert fresh.topics("释迦") == ()
 
 
 def test_words_and_alternatives() -> None:
@@ -140,3 +244,25 @@ async def test_synonym_groups_and_words_round_trip(tmp_path: Path) -> None:
         assert await store.delete_word("叶菜拼盘")
         assert not await store.delete_synonym_group("草莓")
         assert store.list_words() == []
+
+
+async def test_category_rules_round_trip(tmp_path: Path) -> None:
+    with Store(tmp_path / "data") as store:
+        await store.put_category_rule(CategoryRule("水果", ["释迦", "山竹"]))
+        await store.put_category_rule(CategoryRule("热带", ["释迦"]), replaces="水果")
+        await store.put_category_rule(CategoryRule("蔬菜", ["秋葵"]))
+        await store.put_synonym_group(SynonymGroup("草莓", ["红颜"]))
+        await store.put_word(DictWord("叶菜拼盘", 10))
+        rules = store.list_categories()
+        assert [(r.topic, r.members) for r in rules] == [
+            ("热带", ["释迦"]),
+            ("蔬菜", ["秋葵"]),
+        ]
+        assert all(rule.updated > 0 for rule in rules)
+        # The other vocabulary keeps to itself.
+        assert [g.canonical for g in store.list_synonyms()] == ["草莓"]
+        assert [w.word for w in store.list_words()] == ["叶菜拼盘"]
+        assert await store.delete_category_rule("热带")
+        assert not await store.delete_category_rule("水果")
+    with Store(tmp_path / "data") as store:
+        assert [r.topic for r in store.list_categories()] == ["蔬菜"]

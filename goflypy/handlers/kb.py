@@ -24,6 +24,7 @@ from ..models import Account, FaqEntry
 from ..nlp.intents import detect_order
 from ..nlp.normalize import normalize_text
 from ..vocabulary import (
+    check_category_rule,
     check_dict_word,
     check_faq_id,
     check_synonym_group,
@@ -245,21 +246,26 @@ async def status(request: web.Request) -> web.Response:
     )
 
 
-# Synonyms and dictionary words
+# Synonyms, dictionary words and category rules
 
 
 async def list_vocabulary(request: web.Request) -> web.Response:
-    """GET /api/kb/vocabulary: custom synonym groups and words."""
+    """GET /api/kb/vocabulary: custom synonym groups, words and category rules,
+    with the shipped rules (topic -> members) for display."""
     _admin(request)
     store = request.app[APP_DESK].store
     groups = sorted(store.list_synonyms(), key=lambda g: g.canonical)
     words = sorted(store.list_words(), key=lambda w: w.word)
-    shipped = _kb(request).robot.lexicon.shipped_synonyms()
+    rules = sorted(store.list_categories(), key=lambda r: r.topic)
+    lexicon = _kb(request).robot.lexicon
+    shipped = lexicon.shipped_synonyms()
     return _json(
         {
             "synonyms": [asdict(group) for group in groups],
             "words": [asdict(word) for word in words],
             "shipped_synonyms": len(shipped),
+            "categories": [asdict(rule) for rule in rules],
+            "shipped_categories": lexicon.shipped_categories(),
         }
     )
 
@@ -304,6 +310,34 @@ async def delete_word(request: web.Request) -> web.Response:
     word = request.match_info["word"]
     indexed = await _kb(request).delete_word(word)
     return _json({"deleted": word, "indexed": indexed})
+
+
+async def put_categories(request: web.Request) -> web.Response:
+    """POST /api/kb/categories {topic, members, replaces?}."""
+    account = _admin(request, changes=True)
+    data = await _body(request)
+    replaces = data.get("replaces")
+    replaces = check_word(replaces, "原类别") if replaces else None
+    kb = _kb(request)
+    lexicon = kb.robot.lexicon
+    rule = check_category_rule(
+        data,
+        lexicon.shipped_categories(),
+        kb.store.list_categories(),
+        lexicon.canonical,
+        replaces,
+    )
+    indexed = await kb.put_category_rule(rule, replaces)
+    log.info("admin %s saved a category rule", account.username)
+    return _json({"rule": asdict(rule), "indexed": indexed})
+
+
+async def delete_categories(request: web.Request) -> web.Response:
+    """DELETE /api/kb/categories/{topic}."""
+    _admin(request, changes=True)
+    topic = request.match_info["topic"]
+    indexed = await _kb(request).delete_category_rule(topic)
+    return _json({"deleted": topic, "indexed": indexed})
 
 
 # Import and export

@@ -5,8 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .evaluate import is_correct
-from .robot import Candidate, Decision, Robot, Thresholds
+from .evaluate import is_correct, live_decision
+from .robot import (
+    OTHER_GOODS,
+    SUGGEST_REPLY,
+    WHICH_GOODS,
+    Candidate,
+    Decision,
+    Robot,
+    Thresholds,
+)
 
 _ANSWER_GRID = [round(0.30 + 0.02 * step, 2) for step in range(26)]
 _MARGIN_GRID = [0.0, 0.01, 0.02, 0.03, 0.05]
@@ -18,8 +26,13 @@ class _Row:
     """One labelled query with the decision it gets when nothing is held back."""
 
     gold: str | None
+    intent: str | None
     fixed: Decision | None
     candidates: list[Candidate]
+    # The best entry is about other goods than the question, or the best
+    # entries name different goods and the question none: never answered,
+    # whatever the thresholds.
+    held_back: bool = False
 
 
 def _rows(robot: Robot, queries: list[dict[str, Any]]) -> list[_Row]:
@@ -29,10 +42,19 @@ def _rows(robot: Robot, queries: list[dict[str, Any]]) -> list[_Row]:
     try:
         rows = []
         for query in queries:
-            decision = robot.decide(str(query["query"]))
+            decision = live_decision(robot, str(query["query"]))
+            held_back = decision.held_back in (OTHER_GOODS, WHICH_GOODS)
             # Intents and hand-offs that the thresholds cannot change stay fixed.
-            fixed = None if decision.action == "answer" else decision
-            rows.append(_Row(query.get("gold_faq_id"), fixed, decision.candidates))
+            fixed = None if decision.action == "answer" or held_back else decision
+            rows.append(
+                _Row(
+                    query.get("gold_faq_id"),
+                    query.get("intent"),
+                    fixed,
+                    decision.candidates,
+                    held_back,
+                )
+            )
         return rows
     finally:
         robot.thresholds = saved
@@ -43,7 +65,9 @@ def _score(rows: list[_Row], thresholds: Thresholds) -> dict[str, float]:
     correct = wrong = handoff = 0
     for row in rows:
         decision = row.fixed or Robot._choose(row.candidates, thresholds)
-        correct += is_correct(decision, row.gold)
+        if row.held_back and decision.action == "answer":
+            decision = Decision("suggest", SUGGEST_REPLY, None, decision.score)
+        correct += is_correct(decision, row.gold, row.intent)
         wrong += decision.action == "answer" and decision.faq_id != row.gold
         handoff += decision.action in ("handoff", "human")
     total = max(len(rows), 1)

@@ -5,7 +5,10 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from .intents import detect_order
 from .robot import Decision, Robot
+
+ORDER = "order"
 
 DEFINITION = (
     "correct_action: a query with a gold FAQ id is correct only when the action "
@@ -13,15 +16,26 @@ DEFINITION = (
     "whose gold id is null is correct only when the action is 'handoff' or "
     "'human' (a 'suggest' or an answer is wrong). in_kb_top1 and in_kb_recall3 "
     "are over queries with a gold id and read the ranked candidates whatever "
-    "the action."
+    "the action. As in a live chat, a question about an order goes to the "
+    "order system (action 'order') before the FAQ: a query whose intent is "
+    "'order' is correct only then, and any other query sent there is wrong."
 )
 
 
-def is_correct(decision: Decision, gold: str | None) -> bool:
+def is_correct(decision: Decision, gold: str | None, intent: str | None = None) -> bool:
     """Apply the correct_action rule to one decision."""
+    if intent == ORDER or decision.action == ORDER:
+        return intent == ORDER and decision.action == ORDER
     if gold is None:
         return decision.action in ("handoff", "human")
     return decision.action == "answer" and decision.faq_id == gold
+
+
+def live_decision(robot: Robot, text: str) -> Decision:
+    """Route ``text`` as a live chat does: order questions skip the FAQ."""
+    if detect_order(text) is not None:
+        return Decision(ORDER, "")
+    return robot.decide(text)
 
 
 def _ratio(part: int, whole: int) -> float:
@@ -35,7 +49,8 @@ def evaluate(
     """Run ``robot.decide`` on every query and return JSON-ready figures.
 
     Each query holds ``qid``, ``query``, ``gold_faq_id`` (None: must hand off)
-    and optionally ``type``. With ``details`` the result also lists every
+    and optionally ``type`` and ``intent`` ("order": must go to the order
+    system). With ``details`` the result also lists every
     query's action, score and candidate ids.
     """
     counts: Counter[str] = Counter()
@@ -48,9 +63,9 @@ def evaluate(
     for query in queries:
         gold = query.get("gold_faq_id")
         kind = str(query.get("type") or ("in_kb" if gold else "handoff"))
-        decision = robot.decide(str(query["query"]))
+        decision = live_decision(robot, str(query["query"]))
         ranked = [candidate.faq_id for candidate in decision.candidates]
-        ok = is_correct(decision, gold)
+        ok = is_correct(decision, gold, query.get("intent"))
 
         counts[kind] += 1
         actions[decision.action] += 1

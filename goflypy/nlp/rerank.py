@@ -38,6 +38,9 @@ COSINE_WEIGHT = 2.0
 # held-out folds gained 3-5 top-1 and 15-17 recall@3 hits over 299 queries.
 ORDER_WEIGHT = 0.5
 LENGTH_WEIGHT = 0.3
+# A question shorter than this (letters and digits) is a keyword rather than
+# a sentence: order and length count in proportion to its length.
+SHORT_QUESTION = 6
 # Bounds of the per-process caches of word statistics and word-pair credits.
 _IDF_CACHE = 1 << 16
 _PAIR_CACHE = 1 << 18
@@ -217,13 +220,26 @@ def blend(fused: float, query: str, text: str) -> float:
     """Return the final 0..1 score of a FAQ text from its fused score.
 
     ``query`` and ``text`` are ``sequence`` strings. Word bags miss order: the
-    longest run of the text's characters found in the question in order, as a
-    share of the text, lifts the score, and a large length gap lowers it.
+    share of the text's characters that the question holds in the same order
+    (their longest common subsequence) lifts the score, and a large length
+    gap lowers it.
     """
     order = LCSseq.similarity(query, text) / len(text) if text else 0.0
-    gap = abs(math.log((len(query) + 1) / (len(text) + 1)))
-    score = fused + ORDER_WEIGHT * order - LENGTH_WEIGHT * gap
-    return max(0.0, score / (1.0 + ORDER_WEIGHT))
+    return _combine(fused, order, len(query), len(text))
+
+
+def bound(cosine: float, query_len: int, text_len: int) -> float:
+    """Return the highest ``blend`` a text of ``text_len`` could reach."""
+    order = min(query_len, text_len) / text_len if text_len else 0.0
+    return _combine(fuse(1.0, cosine), order, query_len, text_len)
+
+
+def _combine(fused: float, order: float, query_len: int, text_len: int) -> float:
+    """Weigh the fused score, the in-order share and the length gap."""
+    gap = abs(math.log((query_len + 1) / (text_len + 1)))
+    full = (fused + ORDER_WEIGHT * order - LENGTH_WEIGHT * gap) / (1.0 + ORDER_WEIGHT)
+    share = min(1.0, query_len / SHORT_QUESTION)
+    return max(0.0, fused + share * (full - fused))
 
 
 def ceiling(cosine: float) -> float:

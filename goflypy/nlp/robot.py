@@ -21,6 +21,7 @@ from .rerank import (
     KbStats,
     Matcher,
     blend,
+    bound,
     ceiling,
     fuse,
     sequence,
@@ -44,6 +45,10 @@ _EMBEDDER_VERSION = "hash-v5"
 
 # A score this high is the question itself, however close the runner-up.
 _EXACT = 0.95
+SIBLING_TERM = "sibling_term"
+OTHER_GOODS = "other_goods"
+WHICH_GOODS = "which_goods"
+
 # Share of its score an entry keeps when it names other goods of the same
 # topic than the question (strawberries asked, durians written).
 SIBLING_FACTOR = 0.6
@@ -82,6 +87,12 @@ class Decision:
     faq_id: str | None = None
     score: float = 0.0
     candidates: list[Candidate] = field(default_factory=list)
+    # Why the robot held back from the best entry: SIBLING_TERM (the question
+    # names an unknown sibling of one of the FAQ's own terms), OTHER_GOODS (the
+    # entry is about other goods of the same topic than the question) or
+    # WHICH_GOODS (the best entries are about different goods and the question
+    # names none).
+    held_back: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready dict."""
@@ -111,6 +122,16 @@ def _texts(entry: FaqEntry) -> list[str]:
     """Return the question and its distinct alternatives."""
     texts = [entry.question, *entry.alternatives]
     return [text for text in dict.fromkeys(texts) if text.strip()]
+
+
+def _exact(embedder: Embedder) -> bool:
+    """Tell whether queries go to the exact lexical index, not the vector one.
+
+    The default hashing embedder only approximates the sparse features that
+    the lexical index holds exactly, so its vectors are never searched and
+    neither built nor saved.
+    """
+    return isinstance(embedder, HashingEmbedder)
 
 
 def _by_id(entries: list[FaqEntry]) -> dict[str, FaqEntry]:
@@ -201,7 +222,8 @@ class Robot:
             state.embedder.add(texts)
             state.entries[entry.faq_id] = entry
             self._count(state, entry)
-            state.index.add(entry.faq_id, state.embedder.embed(texts))
+            if not _exact(state.embedder):
+                state.index.add(entry.faq_id, state.embedder.embed(texts))
         log.debug("FAQ entry %s indexed (%d texts)", entry.faq_id, len(texts))
 
     def remove(self, faq_id: str) -> None:
@@ -232,36 +254,60 @@ class Robot:
         sibling = state.stats.sibling_term(raw)
         if sibling is not None:
             decision = Decision("handoff", HANDOFF_REPLY, None, 0.0, candidates)
+            decision.held_back = SIBLING_TERM
         else:
             decision = self._choose(candidates, self.thresholds)
-        if decision.action == "answer" and self._unnamed_goods(state, raw, candidates):
-            decision = Decision(
-                "suggest", SUGGEST_REPLY, None, decision.score, candidates
-            )
+        if decision.action == "answer":
+            held_back = self._held_back(state, raw, candidates)
+            if held_back is not None:
+                decision = Decision(
+                    "suggest", SUGGEST_REPLY, None, decision.score, candidates
+                )
+                decision.held_back = held_back
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
-                "robot %s score=%.3f faq=%s sibling=%s top=%s",
+                "robot %s score=%.3f faq=%s held_back=%s sibling=%s top=%s",
                 decision.action,
                 decision.score,
                 decision.faq_id,
+                decision.held_back,
                 sibling,
                 [(c.faq_id, c.score) for c in decision.candidates],
             )
         return decision
 
-    def _unnamed_goods(
+    def _held_back(
         self, state: _State, raw: list[str], candidates: list[Candidate]
-    ) -> bool:
-        """Tell whether the best entries are about goods the question doesn't name.
+    ) -> str | None:
+        """Return why the best entry, good enough to answer, must not be.
 
-        "怎么保存" or "水果怎么保存" against "草莓怎么保存" and "芒果怎么保存":
-        which fruit is meant is the shopper's to say, not the robot's to guess.
+        OTHER_GOODS: "释迦怎么保存" against "草莓怎么保存" (scored down in the
+        search, but a small FAQ may have nothing closer). WHICH_GOODS: "怎么保存"
+        or "水果怎么保存" against "草莓怎么保存" and "芒果怎么保存": which fruit
+        is meant is the shopper's to say, not the robot's to guess.
         """
-        if len(candidates) < 2 or candidates[0].score >= _EXACT:
-            return False
+        if candidates[0].score >= _EXACT:
+            return None
         tokens = self.lexicon.enrich([self.lexicon.canonical(word) for word in raw])
         asked = self.lexicon.members(tokens)
         best = state.members.get(candidates[0].faq_id) or {}
+        if asked and _other_goods(asked, best):
+            return OTHER_GOODS
+        if len(candidates) > 1 and self._unnamed_goods(
+            state, tokens, asked, best, candidates
+        ):
+            return WHICH_GOODS
+        return None
+
+    @staticmethod
+    def _unnamed_goods(
+        state: _State,
+        tokens: list[str],
+        asked: dict[str, frozenset[str]],
+        best: dict[str, frozenset[str]],
+        candidates: list[Candidate],
+    ) -> bool:
+        """Tell whether the best entries are about goods the question doesn't name."""
         # The goods the entry names itself, not those its topics stand for.
         own = [good for goods in best.values() for good in goods if good not in best]
         heard = sequence(tokens)
@@ -294,7 +340,7 @@ class Robot:
         matcher = Matcher(state.stats, self.lexicon.content_words(raw))
         best: dict[str, float] = {}
         pool = max(limit, RERANK_POOL)
-        if isinstance(embedder, HashingEmbedder):
+        if isinstance(embedder, HashingEmbedder):  # see _exact
             query = embedder.sparse(tokens)
             if not query:
                 return []
@@ -310,8 +356,11 @@ class Robot:
                     continue
                 if faq_id not in best and len(best) == pool:
                     break
+                text_seq = seqs[number]
+                if bound(cosine, len(query_seq), len(text_seq)) <= floor:
+                    continue
                 fused = fuse(matcher.coverage(texts[number]), cosine)
-                score = blend(fused, query_seq, seqs[number])
+                score = blend(fused, query_seq, text_seq)
                 if goods and _other_goods(goods, state.members.get(faq_id)):
                     score *= SIBLING_FACTOR
                 if score > best.get(faq_id, 0.0):
@@ -393,10 +442,13 @@ class Robot:
         """Embed and index ``entries`` from scratch."""
         embedder = self.new_embedder()
         embedder.fit([text for entry in entries for text in _texts(entry)])
-        total = sum(len(_texts(entry)) for entry in entries)
-        index = FaqIndex(embedder.dim, capacity=total + 16)
-        for entry in entries:
-            index.add(entry.faq_id, embedder.embed(_texts(entry)))
+        if _exact(embedder):
+            index = FaqIndex(embedder.dim)
+        else:
+            total = sum(len(_texts(entry)) for entry in entries)
+            index = FaqIndex(embedder.dim, capacity=total + 16)
+            for entry in entries:
+                index.add(entry.faq_id, embedder.embed(_texts(entry)))
         return self._with_stats(_State(embedder, index, _by_id(entries)))
 
     def _with_stats(self, state: _State) -> _State:

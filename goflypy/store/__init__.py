@@ -43,6 +43,8 @@ Knowledge-base vocabulary and unanswered questions (kb.py)
     list_synonyms, list_words                                        inline
     put_synonym_group(group, replaces=), delete_synonym_group(word),
     put_word(word), delete_word(word)                                async
+    list_categories                                                  inline
+    put_category_rule(rule, replaces=), delete_category_rule(topic)  async
         Validation is the caller's (goflypy.kb); the store keeps what it
         is given.
     record_unanswered(text, normalized, action=, score=, candidates=,
@@ -100,13 +102,14 @@ from .crypto import Codec, Keyring, Sm4Gcm, key_check, load_keyring, verify_keys
 from .env import Env
 from .faq import FaqStore
 from .frames import SegmentWriter
-from .kb import DictWord, KbStore, SynonymGroup, Unanswered
+from .kb import CategoryRule, DictWord, KbStore, SynonymGroup, Unanswered
 from .upkeep import UpkeepStore
 
 __all__ = [
     "Appended",
     "ArchiveEntry",
     "ArchiveResult",
+    "CategoryRule",
     "ConversationRef",
     "DictWord",
     "Keyring",

@@ -1,11 +1,12 @@
 """Admin-edited robot vocabulary and the questions the robot could not answer.
 
-The ``lexicon`` database holds synonym groups (``s:`` + canonical word) and
-dictionary words (``w:`` + word). The ``unanswered`` database holds one record
-per distinct question the robot handed off, keyed by a salted hash of its
-normalised text so repeats add up; ``unanswered_at`` orders those keys by the
-last time they were asked, so the oldest are dropped first once the list is
-full. Question texts are sealed like message bodies when encryption is on.
+The ``lexicon`` database holds synonym groups (``s:`` + canonical word),
+dictionary words (``w:`` + word) and category rules (``c:`` + topic word).
+The ``unanswered`` database holds one record per distinct question the robot
+handed off, keyed by a salted hash of its normalised text so repeats add up;
+``unanswered_at`` orders those keys by the last time they were asked, so the
+oldest are dropped first once the list is full. Question texts are sealed
+like message bodies when encryption is on.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from .keys import now_ms, pack, pack_record, unpack, unpack_record
 UNANSWERED_LIMIT = 1000
 _SYNONYM = b"s:"
 _WORD = b"w:"
+_CATEGORY = b"c:"
 _SALT = b"unanswered_salt"
 _STAMP = struct.Struct(">Q")
 
@@ -44,6 +46,15 @@ class DictWord:
 
     word: str
     freq: int = 2000
+    updated: int = 0
+
+
+@dataclass(slots=True)
+class CategoryRule:
+    """Words that belong to ``topic``: a text naming a member carries the topic."""
+
+    topic: str
+    members: list[str] = field(default_factory=list)
     updated: int = 0
 
 
@@ -80,16 +91,8 @@ class KbStore:
         self, group: SynonymGroup, replaces: str | None = None
     ) -> None:
         """Store ``group``; ``replaces`` names a group it takes the place of."""
-        db = self.env.dbs["lexicon"]
         group.updated = now_ms()
-
-        def job(txn: lmdb.Transaction) -> None:
-            if replaces is not None:
-                txn.delete(_SYNONYM + replaces.encode("utf-8"), db=db)
-            key = _SYNONYM + group.canonical.encode("utf-8")
-            txn.put(key, pack_record(group), db=db)
-
-        await self.env.write(job)
+        await self._put_replacing(_SYNONYM, group.canonical, group, replaces)
 
     async def delete_synonym_group(self, canonical: str) -> bool:
         return await self._delete(_SYNONYM + canonical.encode("utf-8"))
@@ -105,6 +108,34 @@ class KbStore:
 
     async def delete_word(self, word: str) -> bool:
         return await self._delete(_WORD + word.encode("utf-8"))
+
+    # Category rules
+
+    def list_categories(self) -> list[CategoryRule]:
+        return [unpack_record(CategoryRule, raw) for raw in self._prefixed(_CATEGORY)]
+
+    async def put_category_rule(
+        self, rule: CategoryRule, replaces: str | None = None
+    ) -> None:
+        """Store ``rule``; ``replaces`` names a topic whose rule it takes over."""
+        rule.updated = now_ms()
+        await self._put_replacing(_CATEGORY, rule.topic, rule, replaces)
+
+    async def delete_category_rule(self, topic: str) -> bool:
+        return await self._delete(_CATEGORY + topic.encode("utf-8"))
+
+    async def _put_replacing(
+        self, prefix: bytes, name: str, record: Any, replaces: str | None
+    ) -> None:
+        """Store ``record`` as ``name``, removing ``replaces`` in the same commit."""
+        db = self.env.dbs["lexicon"]
+
+        def job(txn: lmdb.Transaction) -> None:
+            if replaces is not None:
+                txn.delete(prefix + replaces.encode("utf-8"), db=db)
+            txn.put(prefix + name.encode("utf-8"), pack_record(record), db=db)
+
+        await self.env.write(job)
 
     def _prefixed(self, prefix: bytes) -> list[bytes]:
         found: list[bytes] = []

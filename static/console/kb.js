@@ -14,6 +14,13 @@ const ACTIONS = {
   order: "订单查询（不走知识库）",
 };
 
+// Why the robot did not answer with the best entry (Decision.held_back).
+const HELD_BACK = {
+  sibling_term: "问题说的是知识库没有覆盖的同类产品",
+  other_goods: "最相近的条目讲的是另一种商品",
+  which_goods: "最相近的几条分别讲不同商品，问题没说明是哪一种",
+};
+
 const $ = (sel) => document.querySelector(sel);
 const app = $("#kb-app");
 const csrf = app.dataset.csrf;
@@ -273,6 +280,41 @@ async function loadVocabulary() {
   $("#kb-shipped").textContent = String(data.shipped_synonyms);
   $("#kb-syn-list").replaceChildren(...data.synonyms.map(renderGroup));
   $("#kb-word-list").replaceChildren(...data.words.map(renderWord));
+  const rules = data.categories || [];
+  $("#kb-cat-list").replaceChildren(...rules.map(renderRule));
+  $("#kb-cat-empty").hidden = rules.length > 0;
+  const shipped = Object.entries(data.shipped_categories || {});
+  $("#kb-cat-shipped-count").textContent = String(shipped.length);
+  $("#kb-cat-shipped-list").replaceChildren(
+    ...shipped.map(([topic, members]) => {
+      const li = el("li", "kb-chip kb-shipped-rule");
+      li.dataset.topic = topic;
+      li.append(el("strong", null, topic), el("span", null, `：${members.join("、")}`));
+      return li;
+    }),
+  );
+}
+
+function renderRule(rule) {
+  const li = el("li", "kb-chip kb-rule");
+  li.dataset.topic = rule.topic;
+  li.append(el("strong", null, rule.topic), el("span", null, `：${rule.members.join("、")}`));
+  li.append(
+    button("编辑", "plain kb-rule-edit", () => {
+      $("#kb-cat-topic").value = rule.topic;
+      $("#kb-cat-members").value = rule.members.join("\n");
+      $("#kb-cat-replaces").value = rule.topic;
+      $("#kb-cat-topic").focus();
+    }),
+    button("删除", "danger kb-rule-delete", () =>
+      run(async () => {
+        const result = await api("DELETE", `/api/kb/categories/${encodeURIComponent(rule.topic)}`);
+        notify(savedText(result, `已删除类别规则“${rule.topic}”`));
+        await loadVocabulary();
+      }),
+    ),
+  );
+  return li;
 }
 
 function renderGroup(group) {
@@ -325,6 +367,19 @@ async function saveGroup() {
   await loadVocabulary();
 }
 
+async function saveRule() {
+  const body = {
+    topic: $("#kb-cat-topic").value,
+    members: $("#kb-cat-members").value.split("\n"),
+    replaces: $("#kb-cat-replaces").value || null,
+  };
+  const result = await api("POST", "/api/kb/categories", body);
+  $("#kb-cat-form").reset();
+  $("#kb-cat-replaces").value = "";
+  notify(savedText(result, `已保存类别规则“${result.rule.topic}”`));
+  await loadVocabulary();
+}
+
 async function saveWord() {
   const result = await api("POST", "/api/kb/words", {
     word: $("#kb-word").value,
@@ -370,7 +425,9 @@ async function tryRobot() {
   const text = $("#try-input").value;
   if (!text.trim()) return;
   const decision = await api("POST", "/api/kb/try", { text });
-  $("#try-action").textContent = ACTIONS[decision.action] || decision.action;
+  const why = HELD_BACK[decision.held_back];
+  const action = ACTIONS[decision.action] || decision.action;
+  $("#try-action").textContent = why ? `${action}：${why}` : action;
   $("#try-action").dataset.action = decision.action;
   $("#try-score").textContent = Number(decision.score).toFixed(3);
   $("#try-reply").textContent = decision.reply;
@@ -441,6 +498,13 @@ $("#kb-syn-form").addEventListener("submit", (event) => {
 });
 $("#kb-syn-form").addEventListener("reset", () => {
   $("#kb-syn-replaces").value = "";
+});
+$("#kb-cat-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  run(saveRule);
+});
+$("#kb-cat-form").addEventListener("reset", () => {
+  $("#kb-cat-replaces").value = "";
 });
 $("#kb-word-form").addEventListener("submit", (event) => {
   event.preventDefault();
