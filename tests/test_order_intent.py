@@ -60,10 +60,13 @@ def test_no_demo_faq_wording_is_taken_for_an_order_question() -> None:
     for line in (ROOT / "goflypy/data/demo_faq.jsonl").read_text("utf-8").splitlines():
         entry = json.loads(line)
         texts += [entry["question"], *entry["alternatives"]]
+    orders = []
     for line in (ROOT / "tests/data/retail_queries.jsonl").read_text().splitlines():
-        texts.append(json.loads(line)["query"])
-    assert texts
+        query = json.loads(line)
+        (orders if query.get("intent") == "order" else texts).append(query["query"])
+    assert texts and orders
     assert [text for text in texts if detect_order(text)] == []
+    assert [text for text in orders if not detect_order(text)] == []
 
 
 # The order settings
