@@ -24,6 +24,18 @@ from .errors import GoflyError
 from .store import Store
 
 DEMO_FAQ = "demo_faq.jsonl"
+# Canned replies (title, text) for the demo shop's agents.
+DEMO_CANNED = (
+    ("欢迎语", "您好，欢迎光临！我是今天为您服务的客服，请问有什么可以帮您？"),
+    ("请提供订单号", "麻烦您提供一下订单号（在“我的订单”里可以找到），马上为您查询。"),
+    (
+        "坏果售后",
+        "非常抱歉给您带来不好的体验！请在签收后 48 小时内拍下坏果照片发给我们，"
+        "核实后为您补发或退款。",
+    ),
+    ("发货时间", "每天 16:00 前下单当天发货，之后下单次日发货，全程冷链配送。"),
+    ("结束语", "感谢您的耐心等待，祝您生活愉快！如还有其他问题，随时联系我们。"),
+)
 Command = Callable[[argparse.Namespace, Config], int]
 
 
@@ -79,8 +91,8 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
     log.configure(config.log_level)
     config.data_path.mkdir(parents=True, exist_ok=True)
     with _open_store(config) as store:
-        if args.demo and not store.list_faq():
-            store.import_faq_blocking(_demo_entries(), replace=False)
+        if args.demo:
+            _load_demo(store)
         password = ensure_first_admin(store)
     if args.check:
         from .opscli import cmd_check
@@ -95,8 +107,8 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
 def cmd_init(args: argparse.Namespace, config: Config) -> int:
     config.data_path.mkdir(parents=True, exist_ok=True)
     with _open_store(config) as store:
-        if args.demo and not store.list_faq():
-            store.import_faq_blocking(_demo_entries(), replace=False)
+        if args.demo:
+            _load_demo(store)
         password = ensure_first_admin(store)
     print(f"data directory: {config.data_path.resolve()}")
     if password:
@@ -196,6 +208,26 @@ def _read_password(args: argparse.Namespace) -> str:
 
 
 # faq
+
+
+def _load_demo(store: Store) -> None:
+    """The demo shop's FAQ and canned replies, once per data directory.
+
+    Each goes only where there is none yet, and never again afterwards: a
+    shop that emptied its knowledge base keeps it empty through restarts.
+    """
+    if store.get_meta("demo_loaded", False):
+        return
+    if not store.list_faq():
+        store.import_faq_blocking(_demo_entries(), replace=False)
+    if not store.list_canned():
+        from .handlers.canned import new_reply_id
+        from .store import CannedReply
+
+        store.seed_canned_blocking(
+            [CannedReply(new_reply_id(), title, text) for title, text in DEMO_CANNED]
+        )
+    store.set_meta_blocking("demo_loaded", True)
 
 
 def _demo_entries() -> list[Any]:
@@ -315,7 +347,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(serve)
     _add_setting_flags(serve)
     serve.add_argument(
-        "--demo", action="store_true", help="load the demo shop FAQ if the FAQ is empty"
+        "--demo",
+        action="store_true",
+        help="load the demo shop FAQ and canned replies where there are none",
     )
     serve.add_argument(
         "--check", action="store_true", help="verify the store and index, then exit"
@@ -324,7 +358,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     init = commands.add_parser("init", help="create the data directory and first admin")
     _add_common(init)
-    init.add_argument("--demo", action="store_true", help="load the demo shop FAQ")
+    init.add_argument(
+        "--demo", action="store_true", help="load the demo shop FAQ and canned replies"
+    )
     init.set_defaults(func=cmd_init)
 
     opscli.register(commands, _add_common)

@@ -32,8 +32,20 @@ MAX_QUESTION_CHARS = 200
 MAX_ANSWER_CHARS = 2000
 MAX_ALTERNATIVES = 50
 # What an entry id may hold: it appears in URLs and file names.
-FAQ_ID_PATTERN = re.compile(r"^[\w.-]{1,64}$")
-FAQ_ID_RULE = "编号只能包含字母、数字、汉字、下划线、点和连字符，最长 64 个字符"
+FAQ_ID_PATTERN = re.compile(r"^(?!\.+$)[\w.-]{1,64}$")
+FAQ_ID_RULE = (
+    "编号只能包含字母、数字、汉字、下划线、点和连字符，不能只有点，最长 64 个字符"
+)
+# Characters that no Chinese text file means: GB18030 gives them to Big5 bytes.
+_PRIVATE_USE = re.compile("[\ue000-\uf8ff]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+# The CSV reader's complaints (strict mode), as an admin reads them.
+_CSV_ERRORS = {
+    "',' expected after '\"'": '字段里的引号要写成两个（""），或把整个字段放在引号里',
+    "unexpected end of data": "有引号没有闭合",
+    "line contains NUL": "含有空字符 (NUL)",
+}
+_BROKEN = "含有无效字符（不成对的 UTF-16 代理项）"
 # A file's problems listed one by one; the rest are only counted.
 MAX_LISTED_PROBLEMS = 50
 COLUMNS = ("faq_id", "question", "answer", "alternatives", "category", "updated")
@@ -48,6 +60,11 @@ _LABELS = {
     "category": "分类 (category)",
     "updated": "更新时间 (updated)",
 }
+
+
+def has_surrogates(text: str) -> bool:
+    """Tell whether ``text`` holds a lone UTF-16 surrogate (no store takes it)."""
+    return _SURROGATE.search(text) is not None
 
 
 def new_faq_id() -> str:
@@ -167,11 +184,15 @@ def _read_text(path: Path, shown: str) -> str:
     except UnicodeDecodeError:
         pass
     try:
-        return data.decode("gb18030")
+        text = data.decode("gb18030")
     except UnicodeDecodeError:
+        text = None
+    # Big5 bytes often decode as GB18030 too, into private-use characters.
+    if text is None or _PRIVATE_USE.search(text):
         raise FaqFileError(
             shown, ["文件不是 UTF-8 或 GB18030 编码的文本，请另存为 UTF-8 后再导入"]
-        ) from None
+        )
+    return text
 
 
 def _jsonl_rows(text: str, problems: _Problems) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -213,7 +234,7 @@ def _csv_rows(text: str, problems: _Problems) -> Iterator[tuple[int, dict[str, A
     A header without the ``faq_id`` or ``question`` column, or a record the
     CSV reader cannot get past, ends the file with a problem.
     """
-    reader = csv.DictReader(io.StringIO(text, newline=""))
+    reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
     try:
         fields = [name.strip() for name in reader.fieldnames or []]
     except csv.Error:
@@ -222,7 +243,11 @@ def _csv_rows(text: str, problems: _Problems) -> Iterator[tuple[int, dict[str, A
     missing = [name for name in ("faq_id", "question") if name not in fields]
     for name in missing:
         problems.add(1, f"CSV 表头缺少“{name}”列")
-    if missing:
+    unknown = [name for name in fields if name and name not in COLUMNS]
+    if unknown:
+        names = "、".join(f"“{name}”" for name in unknown)
+        problems.add(1, f"CSV 表头有不认识的列 {names}，可用的列：{'、'.join(COLUMNS)}")
+    if missing or unknown:
         return
     reader.fieldnames = fields
     start = reader.line_num + 1
@@ -235,8 +260,9 @@ def _csv_rows(text: str, problems: _Problems) -> Iterator[tuple[int, dict[str, A
             ):
                 yield start, {name: _from_cell(value) for name, value in row.items()}
             start = reader.line_num + 1
-    except csv.Error:
-        problems.add(reader.line_num, "CSV 格式错误，此处之后的内容无法读取")
+    except csv.Error as error:
+        why = _CSV_ERRORS.get(str(error).split(" (")[0], "格式错误")
+        problems.add(start, f"CSV {why}，此处之后的内容无法读取")
 
 
 def _entry(line: int, row: dict[str, Any], problems: _Problems) -> FaqEntry:
@@ -254,6 +280,10 @@ def _entry(line: int, row: dict[str, Any], problems: _Problems) -> FaqEntry:
             return ""
         if isinstance(value, bool) or not isinstance(value, str | int | float):
             problems.add(line, f"{_LABELS[name]} 必须是文本")
+            wrong_type.add(name)
+            return ""
+        if isinstance(value, str) and has_surrogates(value):
+            problems.add(line, f"{_LABELS[name]} {_BROKEN}")
             wrong_type.add(name)
             return ""
         return str(value).strip()
@@ -310,6 +340,9 @@ def _alternatives(value: Any, line: int, problems: _Problems) -> list[str]:
         items = value
     else:
         problems.add(line, f"{_LABELS['alternatives']} 必须是文本列表")
+        return []
+    if any(has_surrogates(item) for item in items):
+        problems.add(line, f"{_LABELS['alternatives']} {_BROKEN}")
         return []
     return [item.strip() for item in items if item.strip()]
 

@@ -20,7 +20,7 @@ from .archiver import Archiver
 from .config import Config
 from .desk import Desk
 from .errors import GoflyError
-from .handlers import agent, kb, ops, visitor, ws
+from .handlers import agent, canned, kb, ops, visitor, ws
 from .handlers.common import (
     APP_CONFIG,
     APP_DESK,
@@ -296,7 +296,8 @@ def make_app(config: Config) -> web.Application:
 
 
 def _add_kb_routes(app: web.Application) -> None:
-    """The knowledge-base admin pages and API, and agents' suggestions."""
+    """The knowledge-base admin pages and API, agents' suggestions and
+    canned replies."""
     router = app.router
     router.add_get("/console/kb", kb.kb_page)
     router.add_get("/api/kb/entries", kb.list_entries)
@@ -319,6 +320,9 @@ def _add_kb_routes(app: web.Application) -> None:
     router.add_post("/api/kb/unanswered/{key}/adopt", kb.adopt_unanswered)
     router.add_delete("/api/kb/unanswered/{key}", kb.dismiss_unanswered)
     router.add_get("/api/console/suggestions", kb.suggestions)
+    router.add_get("/api/console/canned", canned.list_replies)
+    router.add_post("/api/console/canned", canned.save_reply)
+    router.add_delete("/api/console/canned/{reply_id}", canned.delete_reply)
 
 
 def run(

@@ -19,6 +19,7 @@ from .faqfile import (
     MAX_ANSWER_CHARS,
     MAX_CATEGORY_CHARS,
     MAX_QUESTION_CHARS,
+    has_surrogates,
 )
 from .log import nlp as log
 from .models import FaqEntry
@@ -36,7 +37,7 @@ MAX_MEMBERS = 200
 
 
 def check_faq_id(raw: object) -> str:
-    faq_id = _text(raw, "编号").strip()
+    faq_id = text_field(raw, "编号").strip()
     if not FAQ_ID_PATTERN.match(faq_id):
         raise BadRequest(FAQ_ID_RULE)
     return faq_id
@@ -44,17 +45,17 @@ def check_faq_id(raw: object) -> str:
 
 def entry_from_json(data: dict[str, Any], faq_id: str) -> FaqEntry:
     """Validate an entry posted by the admin pages."""
-    question = _text(data.get("question"), "标准问题").strip()
+    question = text_field(data.get("question"), "标准问题").strip()
     if not question:
         raise BadRequest("标准问题不能为空")
     if len(question) > MAX_QUESTION_CHARS:
         raise BadRequest(f"标准问题最长 {MAX_QUESTION_CHARS} 个字符")
-    answer = _text(data.get("answer"), "答案").strip()
+    answer = text_field(data.get("answer"), "答案").strip()
     if not answer:
         raise BadRequest("答案不能为空")
     if len(answer) > MAX_ANSWER_CHARS:
         raise BadRequest(f"答案最长 {MAX_ANSWER_CHARS} 个字符")
-    category = _text(data.get("category"), "分类").strip()
+    category = text_field(data.get("category"), "分类").strip()
     if len(category) > MAX_CATEGORY_CHARS:
         raise BadRequest(f"分类最长 {MAX_CATEGORY_CHARS} 个字符")
     alternatives = check_alternatives(data.get("alternatives"), question)
@@ -74,7 +75,7 @@ def check_alternatives(raw: object, question: str) -> list[str]:
     seen = {normalize_text(question)}
     found: list[str] = []
     for item in items:
-        text = _text(item, "相似问法").strip()
+        text = text_field(item, "相似问法").strip()
         key = normalize_text(text)
         if not text or key in seen:
             continue
@@ -103,7 +104,7 @@ def with_alternative(entry: FaqEntry, text: str) -> bool:
 
 def check_word(raw: object, what: str) -> str:
     """One word: no spaces, some text, not too long; returned normalised."""
-    word = _text(raw, what).strip()
+    word = text_field(raw, what).strip()
     if not word:
         raise BadRequest(f"{what}不能为空")
     if any(char.isspace() for char in word):
@@ -365,9 +366,12 @@ def _filled(item: object) -> bool:
     return not isinstance(item, str) or bool(item.strip())
 
 
-def _text(value: object, what: str) -> str:
+def text_field(value: object, what: str) -> str:
+    """A posted text field as a str ("" when absent); BadRequest in Chinese."""
     if value is None:
         return ""
     if not isinstance(value, str):
         raise BadRequest(f"{what}必须是文本")
+    if has_surrogates(value):
+        raise BadRequest(f"{what}含有无效字符（不成对的 UTF-16 代理项）")
     return value

@@ -245,3 +245,53 @@ def test_agent_and_shopper_chat_live_then_history_survives(
     on_phone = shown_messages(phone)
     assert_complete_history(on_phone)
     assert on_phone[: len(after)] == after
+
+
+def test_agent_inserts_a_canned_reply_with_a_slash_and_sends_it(
+    server: str, new_page
+) -> None:
+    shopper = new_page()
+    open_widget(shopper, server)
+    ask(shopper, "什么时候发货")
+    shopper.locator("#goflypy-human").click()
+    expect(shopper.locator("#goflypy-status")).to_contain_text("排队中")
+
+    agent = new_page()
+    sign_in(agent, server)
+    agent.locator(".conv-item[data-id]").first.click()
+    agent.locator("#claim").click()
+    expect(agent.locator("#claim")).to_be_hidden()
+    box = agent.locator("#reply-input")
+    panel = agent.locator("#canned")
+
+    # The button lists every demo reply; Esc closes the list.
+    agent.locator("#canned-open").click()
+    expect(panel).to_be_visible()
+    expect(panel.locator(".canned-item")).to_have_count(5)
+    agent.locator("#canned-filter").press("Escape")
+    expect(panel).to_be_hidden()
+
+    # "/" at the start of the box opens the list, filtered by what follows.
+    box.press_sequentially("/发货")
+    expect(panel).to_be_visible()
+    items = panel.locator(".canned-item")
+    expect(items).to_have_count(1)
+    expect(items.first.locator(".canned-title")).to_have_text("发货时间")
+    text = items.first.locator(".canned-text").text_content()
+    assert text and "发货" in text
+
+    # Enter puts the reply into the box and sends nothing.
+    box.press("Enter")
+    expect(panel).to_be_hidden()
+    expect(box).to_have_value(text)
+    sent = agent.locator('#messages .msg[data-sender="agent"]')
+    expect(sent).to_have_count(0)
+
+    # The agent may still edit it; the next Enter sends, the shopper sees it.
+    box.press("End")
+    box.press_sequentially("😊")
+    box.press("Enter")
+    expect(box).to_have_value("")
+    reply = shopper.locator('.goflypy-msg[data-sender="agent"][data-seq] .bubble')
+    expect(reply.last).to_have_text(text + "😊")
+    expect(sent.last.locator(".bubble")).to_have_text(text + "😊")

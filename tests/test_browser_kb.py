@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -185,3 +186,39 @@ def test_admin_adds_edits_and_deletes_a_category_rule(server: str, new_page) -> 
     rule.locator(".kb-rule-delete").click()
     expect(admin.locator("#kb-notice")).to_contain_text("已删除类别规则“水果”")
     expect(admin.locator("#kb-cat-list .kb-rule")).to_have_count(0)
+
+
+def test_replace_import_asks_first(server: str, browser, tmp_path: Path) -> None:
+    # Its own page: new_page fails a test on any dialog, and this one is meant.
+    context = browser.new_context(locale="zh-CN")
+    try:
+        _replace_import_asks_first(context.new_page(), server, tmp_path)
+    finally:
+        context.close()
+
+
+def _replace_import_asks_first(admin: Page, server: str, tmp_path: Path) -> None:
+    sign_in(admin, server, "/console/kb")
+    total = admin.locator("#kb-total")
+    expect(total).to_contain_text("知识库 48 条")
+    one = tmp_path / "one.csv"
+    one.write_text("faq_id,question,answer\nonly,唯一的问题,唯一的答案\n", "utf-8")
+    admin.locator('[data-kb-tab="files"]').click()
+    admin.locator("#kb-import-file").set_input_files(str(one))
+    admin.locator('#kb-import-form input[value="replace"]').check()
+
+    asked: list[str] = []
+
+    def answer(dialog: Any, yes: bool) -> None:
+        asked.append(dialog.message)
+        dialog.accept() if yes else dialog.dismiss()
+
+    admin.once("dialog", lambda dialog: answer(dialog, False))
+    admin.locator("#kb-import").click()
+    expect(admin.locator("#kb-notice")).not_to_contain_text("已导入")
+    assert len(asked) == 1 and "one.csv" in asked[0]
+    admin.once("dialog", lambda dialog: answer(dialog, True))
+    admin.locator("#kb-import").click()
+    expect(admin.locator("#kb-notice")).to_contain_text("已导入 1 条，删除 48 条")
+    admin.locator('[data-kb-tab="entries"]').click()
+    expect(total).to_contain_text("知识库 1 条")

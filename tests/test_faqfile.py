@@ -270,3 +270,57 @@ def test_ids_the_pages_cannot_address_are_refused(tmp_path: Path) -> None:
         read_faq_file(path)
     assert caught.value.problems[0].startswith("第 1 行：编号 (faq_id)“a/b”不可用")
     assert caught.value.total == 1
+
+
+def test_csv_quotes_that_do_not_pair_refuse_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "faq.csv"
+    path.write_text(
+        'faq_id,question,answer\nr1,第一行,答案一\nr2,"他说"好的",答案二\n'
+        "r3,第三行,答案三\n",
+        encoding="utf-8",
+    )
+    assert problems_of(path) == [
+        '第 3 行：CSV 字段里的引号要写成两个（""），或把整个字段放在引号里，'
+        "此处之后的内容无法读取"
+    ]
+    path.write_text(
+        'faq_id,question,answer\nq9,"没有闭合,答\nq10,b,c\n', encoding="utf-8"
+    )
+    assert problems_of(path) == ["第 2 行：CSV 有引号没有闭合，此处之后的内容无法读取"]
+    # A quoted field may hold line breaks: an answer over several lines.
+    path.write_text('faq_id,question,answer\nm1,问,"第一行\n第二行"\n', "utf-8")
+    assert read_faq_file(path)[0].answer == "第一行\n第二行"
+
+
+def test_unknown_csv_columns_are_named(tmp_path: Path) -> None:
+    path = tmp_path / "faq.csv"
+    path.write_text("faq_id,question,答案\nc1,有答案吗,这是答案\n", "utf-8")
+    [problem] = problems_of(path)
+    assert problem.startswith("第 1 行：CSV 表头有不认识的列 “答案”，可用的列：")
+
+
+def test_big5_is_refused_not_garbled(tmp_path: Path) -> None:
+    path = tmp_path / "faq.csv"
+    text = "faq_id,question,answer\nbig5a,士多啤梨點樣保存,放雪櫃冷藏，兩日內食完。\n"
+    path.write_bytes(text.encode("big5"))
+    assert problems_of(path) == [
+        "文件不是 UTF-8 或 GB18030 编码的文本，请另存为 UTF-8 后再导入"
+    ]
+    path.write_bytes(text.replace("big5a", "gbk1").encode("gb18030"))
+    assert read_faq_file(path)[0].question == "士多啤梨點樣保存"
+
+
+def test_lone_surrogates_and_dot_ids_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "faq.jsonl"
+    path.write_text(
+        '{"faq_id": "j1", "question": "\\ud800abc", "answer": "x"}\n'
+        '{"faq_id": "j2", "question": "q", "alternatives": ["\\udfff"]}\n'
+        '{"faq_id": "..", "question": "q2"}\n',
+        encoding="utf-8",
+    )
+    problems = problems_of(path)
+    assert (
+        problems[0] == "第 1 行：问题 (question) 含有无效字符（不成对的 UTF-16 代理项）"
+    )
+    assert problems[1].startswith("第 2 行：相似问法 (alternatives) 含有无效字符")
+    assert problems[2].startswith("第 3 行：编号 (faq_id)“..”不可用")

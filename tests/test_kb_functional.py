@@ -728,3 +728,21 @@ def test_stored_stop_words_are_skipped_when_loaded(
     assert synonyms == {"红颜草莓": "草莓"}
     assert kept == {"叶菜拼盘": 3000}
     assert "停用词" in caplog.text and "吗 is a stop word" in caplog.text
+
+
+async def test_lone_surrogates_are_a_clear_400_everywhere(client: TestClient) -> None:
+    admin = await sign_in_admin(client)
+    broken = "\ud800abc"
+    entry = {**DURIAN, "question": broken}
+    refused = await admin.call("POST", "/api/kb/entries", entry, status=400)
+    assert "代理项" in refused["message"]
+    alternatives = {**DURIAN, "alternatives": [broken]}
+    await admin.call("POST", "/api/kb/entries", alternatives, status=400)
+    synonyms = {"canonical": "草莓", "variants": [broken]}
+    await admin.call("POST", "/api/kb/synonyms", synonyms, status=400)
+    await admin.call("POST", "/api/kb/words", {"word": broken}, status=400)
+    rule = {"topic": "水果", "members": [broken]}
+    await admin.call("POST", "/api/kb/categories", rule, status=400)
+    vocabulary = await admin.call("GET", "/api/kb/vocabulary")
+    assert vocabulary["words"] == [] and vocabulary["synonyms"] == []
+    assert vocabulary["categories"] == []

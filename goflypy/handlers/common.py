@@ -5,19 +5,21 @@ from __future__ import annotations
 import hmac
 import secrets
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp import web
 
 from ..config import Config
 from ..desk import Desk
-from ..errors import Forbidden
+from ..errors import BadRequest, Forbidden, Unauthorized
 from ..limits import RateLimiter
 from ..models import Account
 
 SESSION_COOKIE = "gofly_session"
 CSRF_COOKIE = "gofly_csrf"
 CSRF_HEADER = "X-CSRF-Token"
+NO_STORE = {"Cache-Control": "no-store"}
 
 
 @dataclass(slots=True)
@@ -134,3 +136,42 @@ def check_csrf(request: web.Request, submitted: str | None) -> None:
         raise Forbidden("请求已过期，请刷新页面后重试", code="csrf")
     if not is_allowed_origin(request, allow_missing=True, own_only=True):
         raise Forbidden("origin not allowed", code="csrf")
+
+
+# Access and JSON for the console API (/api/kb, /api/console)
+
+
+def signed_in(request: web.Request) -> Account:
+    """The signed-in console account, with its one-time password changed."""
+    account = current_account(request)
+    if account is None:
+        raise Unauthorized("请先登录")
+    if account.must_change_password:
+        raise Forbidden("请先修改密码")
+    return account
+
+
+def require_admin(request: web.Request, *, changes: bool = False) -> Account:
+    """The signed-in admin; ``changes`` also checks the CSRF header."""
+    account = signed_in(request)
+    if account.role != "admin":
+        raise Forbidden("需要管理员权限")
+    if changes:
+        check_csrf(request, request.headers.get(CSRF_HEADER))
+    return account
+
+
+async def json_body(request: web.Request) -> dict[str, Any]:
+    """The request's JSON object; BadRequest for anything else."""
+    try:
+        data = await request.json()
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequest("请求内容不是有效的 JSON") from None
+    if not isinstance(data, dict):
+        raise BadRequest("请求内容必须是 JSON 对象")
+    return data
+
+
+def json_reply(data: Any, status: int = 200) -> web.Response:
+    """A JSON response that browsers and proxies do not cache."""
+    return web.json_response(data, status=status, headers=NO_STORE)

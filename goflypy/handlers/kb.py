@@ -16,11 +16,11 @@ from typing import Any
 import aiohttp_jinja2
 from aiohttp import web
 
-from ..errors import BadRequest, Forbidden, NotFound, Unauthorized
+from ..errors import BadRequest, Forbidden, NotFound
 from ..faqfile import FaqFileError, new_faq_id
 from ..kb import KnowledgeBase
 from ..log import server as log
-from ..models import Account, FaqEntry
+from ..models import FaqEntry
 from ..nlp.intents import detect_order
 from ..nlp.normalize import normalize_text
 from ..vocabulary import (
@@ -33,10 +33,13 @@ from ..vocabulary import (
 )
 from .common import (
     APP_DESK,
-    CSRF_HEADER,
-    check_csrf,
+    NO_STORE,
     csrf_token,
     current_account,
+    json_body,
+    json_reply,
+    require_admin,
+    signed_in,
 )
 
 APP_KB = web.AppKey("kb", KnowledgeBase)
@@ -44,47 +47,10 @@ MAX_UPLOAD_BYTES = 8 * 1024 * 1024
 MAX_TRY_CHARS = 500
 PAGE_LIMIT = 500
 _FORMATS = {"csv": ".csv", "jsonl": ".jsonl"}
-_NO_STORE = {"Cache-Control": "no-store"}
-
-
-# Access
-
-
-def _signed_in(request: web.Request) -> Account:
-    account = current_account(request)
-    if account is None:
-        raise Unauthorized("请先登录")
-    if account.must_change_password:
-        raise Forbidden("请先修改密码")
-    return account
-
-
-def _admin(request: web.Request, *, changes: bool = False) -> Account:
-    """The signed-in admin; ``changes`` also checks the CSRF header."""
-    account = _signed_in(request)
-    if account.role != "admin":
-        raise Forbidden("需要管理员权限")
-    if changes:
-        check_csrf(request, request.headers.get(CSRF_HEADER))
-    return account
 
 
 def _kb(request: web.Request) -> KnowledgeBase:
     return request.app[APP_KB]
-
-
-async def _body(request: web.Request) -> dict[str, Any]:
-    try:
-        data = await request.json()
-    except (ValueError, UnicodeDecodeError):
-        raise BadRequest("请求内容不是有效的 JSON") from None
-    if not isinstance(data, dict):
-        raise BadRequest("请求内容必须是 JSON 对象")
-    return data
-
-
-def _json(data: Any, status: int = 200) -> web.Response:
-    return web.json_response(data, status=status, headers=_NO_STORE)
 
 
 def _entry_json(entry: FaqEntry) -> dict[str, Any]:
@@ -115,7 +81,7 @@ async def kb_page(request: web.Request) -> web.Response:
 
 async def list_entries(request: web.Request) -> web.Response:
     """GET /api/kb/entries?q=&category=&offset=&limit=."""
-    _admin(request)
+    require_admin(request)
     offset, limit = _int(request, "offset", 0), _int(request, "limit", 100)
     store = request.app[APP_DESK].store
     # Normalising every text of a large FAQ takes a while: not on the loop.
@@ -128,7 +94,7 @@ async def list_entries(request: web.Request) -> web.Response:
     found = result["found"]
     limit = max(1, min(limit, PAGE_LIMIT))
     page = found[max(0, offset) : max(0, offset) + limit]
-    return _json(
+    return json_reply(
         {
             "total": len(found),
             "all": result["all"],
@@ -169,42 +135,42 @@ def _int(request: web.Request, name: str, default: int) -> int:
 
 async def get_entry(request: web.Request) -> web.Response:
     """GET /api/kb/entries/{faq_id}."""
-    _admin(request)
+    require_admin(request)
     entry = request.app[APP_DESK].store.get_faq(request.match_info["faq_id"])
     if entry is None:
         raise NotFound("条目不存在")
-    return _json(_entry_json(entry))
+    return json_reply(_entry_json(entry))
 
 
 async def create_entry(request: web.Request) -> web.Response:
     """POST /api/kb/entries: a new entry; the id is made up when not given."""
-    account = _admin(request, changes=True)
-    data = await _body(request)
+    account = require_admin(request, changes=True)
+    data = await json_body(request)
     raw_id = data.get("faq_id")
     faq_id = check_faq_id(raw_id) if raw_id else new_faq_id()
     entry = entry_from_json(data, faq_id)
     indexed = await _kb(request).create_entry(entry)
     log.info("admin %s created FAQ entry %s", account.username, faq_id)
-    return _json({"entry": _entry_json(entry), "indexed": indexed}, status=201)
+    return json_reply({"entry": _entry_json(entry), "indexed": indexed}, status=201)
 
 
 async def update_entry(request: web.Request) -> web.Response:
     """PUT /api/kb/entries/{faq_id}."""
-    account = _admin(request, changes=True)
+    account = require_admin(request, changes=True)
     faq_id = check_faq_id(request.match_info["faq_id"])
-    entry = entry_from_json(await _body(request), faq_id)
+    entry = entry_from_json(await json_body(request), faq_id)
     indexed = await _kb(request).update_entry(entry)
     log.info("admin %s edited FAQ entry %s", account.username, faq_id)
-    return _json({"entry": _entry_json(entry), "indexed": indexed})
+    return json_reply({"entry": _entry_json(entry), "indexed": indexed})
 
 
 async def delete_entry(request: web.Request) -> web.Response:
     """DELETE /api/kb/entries/{faq_id}."""
-    account = _admin(request, changes=True)
+    account = require_admin(request, changes=True)
     faq_id = request.match_info["faq_id"]
     indexed = await _kb(request).delete_entry(faq_id)
     log.info("admin %s deleted FAQ entry %s", account.username, faq_id)
-    return _json({"deleted": faq_id, "indexed": indexed})
+    return json_reply({"deleted": faq_id, "indexed": indexed})
 
 
 # Try it
@@ -212,8 +178,8 @@ async def delete_entry(request: web.Request) -> web.Response:
 
 async def try_robot(request: web.Request) -> web.Response:
     """POST /api/kb/try {text}: the robot's decision, scores and top three."""
-    _admin(request, changes=True)
-    text = (await _body(request)).get("text")
+    require_admin(request, changes=True)
+    text = (await json_body(request)).get("text")
     if not isinstance(text, str) or len(text) > MAX_TRY_CHARS:
         raise BadRequest(f"请输入不超过 {MAX_TRY_CHARS} 字的问题")
     order = detect_order(text)
@@ -224,19 +190,19 @@ async def try_robot(request: web.Request) -> web.Response:
             if order.order_id
             else "请顾客提供订单号"
         )
-        return _json(
+        return json_reply(
             {"action": "order", "reply": reply, "score": 1.0, "candidates": []}
         )
     decision = await _kb(request).decide(text)
-    return _json(decision.to_dict())
+    return json_reply(decision.to_dict())
 
 
 async def status(request: web.Request) -> web.Response:
     """GET /api/kb/status: entry count and whether the index is catching up."""
-    _admin(request)
+    require_admin(request)
     kb = _kb(request)
     store = request.app[APP_DESK].store
-    return _json(
+    return json_reply(
         {
             "entries": store.count_faq_entries(),
             "indexing": kb.busy or kb.pending > 0,
@@ -252,14 +218,14 @@ async def status(request: web.Request) -> web.Response:
 async def list_vocabulary(request: web.Request) -> web.Response:
     """GET /api/kb/vocabulary: custom synonym groups, words and category rules,
     with the shipped rules (topic -> members) for display."""
-    _admin(request)
+    require_admin(request)
     store = request.app[APP_DESK].store
     groups = sorted(store.list_synonyms(), key=lambda g: g.canonical)
     words = sorted(store.list_words(), key=lambda w: w.word)
     rules = sorted(store.list_categories(), key=lambda r: r.topic)
     lexicon = _kb(request).robot.lexicon
     shipped = lexicon.shipped_synonyms()
-    return _json(
+    return json_reply(
         {
             "synonyms": [asdict(group) for group in groups],
             "words": [asdict(word) for word in words],
@@ -272,8 +238,8 @@ async def list_vocabulary(request: web.Request) -> web.Response:
 
 async def put_synonyms(request: web.Request) -> web.Response:
     """POST /api/kb/synonyms {canonical, variants, replaces?}."""
-    account = _admin(request, changes=True)
-    data = await _body(request)
+    account = require_admin(request, changes=True)
+    data = await json_body(request)
     replaces = data.get("replaces")
     replaces = check_word(replaces, "原标准词") if replaces else None
     kb = _kb(request)
@@ -285,37 +251,37 @@ async def put_synonyms(request: web.Request) -> web.Response:
     )
     indexed = await kb.put_synonym_group(group, replaces)
     log.info("admin %s saved a synonym group", account.username)
-    return _json({"group": asdict(group), "indexed": indexed})
+    return json_reply({"group": asdict(group), "indexed": indexed})
 
 
 async def delete_synonyms(request: web.Request) -> web.Response:
     """DELETE /api/kb/synonyms/{canonical}."""
-    _admin(request, changes=True)
+    require_admin(request, changes=True)
     canonical = request.match_info["canonical"]
     indexed = await _kb(request).delete_synonym_group(canonical)
-    return _json({"deleted": canonical, "indexed": indexed})
+    return json_reply({"deleted": canonical, "indexed": indexed})
 
 
 async def put_word(request: web.Request) -> web.Response:
     """POST /api/kb/words {word, freq?}."""
-    _admin(request, changes=True)
-    word = check_dict_word(await _body(request))
+    require_admin(request, changes=True)
+    word = check_dict_word(await json_body(request))
     indexed = await _kb(request).put_word(word)
-    return _json({"word": asdict(word), "indexed": indexed})
+    return json_reply({"word": asdict(word), "indexed": indexed})
 
 
 async def delete_word(request: web.Request) -> web.Response:
     """DELETE /api/kb/words/{word}."""
-    _admin(request, changes=True)
+    require_admin(request, changes=True)
     word = request.match_info["word"]
     indexed = await _kb(request).delete_word(word)
-    return _json({"deleted": word, "indexed": indexed})
+    return json_reply({"deleted": word, "indexed": indexed})
 
 
 async def put_categories(request: web.Request) -> web.Response:
     """POST /api/kb/categories {topic, members, replaces?}."""
-    account = _admin(request, changes=True)
-    data = await _body(request)
+    account = require_admin(request, changes=True)
+    data = await json_body(request)
     replaces = data.get("replaces")
     replaces = check_word(replaces, "原类别") if replaces else None
     kb = _kb(request)
@@ -329,15 +295,15 @@ async def put_categories(request: web.Request) -> web.Response:
     )
     indexed = await kb.put_category_rule(rule, replaces)
     log.info("admin %s saved a category rule", account.username)
-    return _json({"rule": asdict(rule), "indexed": indexed})
+    return json_reply({"rule": asdict(rule), "indexed": indexed})
 
 
 async def delete_categories(request: web.Request) -> web.Response:
     """DELETE /api/kb/categories/{topic}."""
-    _admin(request, changes=True)
+    require_admin(request, changes=True)
     topic = request.match_info["topic"]
     indexed = await _kb(request).delete_category_rule(topic)
-    return _json({"deleted": topic, "indexed": indexed})
+    return json_reply({"deleted": topic, "indexed": indexed})
 
 
 # Import and export
@@ -345,14 +311,14 @@ async def delete_categories(request: web.Request) -> web.Response:
 
 async def export_entries(request: web.Request) -> web.Response:
     """GET /api/kb/export?format=csv|jsonl."""
-    _admin(request)
+    require_admin(request)
     fmt = request.query.get("format", "jsonl")
     if fmt not in _FORMATS:
         raise BadRequest("格式只能是 csv 或 jsonl")
     body = await _kb(request).export_bytes(_FORMATS[fmt])
     name = time.strftime("faq-%Y%m%d", time.gmtime()) + _FORMATS[fmt]
     kind = "text/csv" if fmt == "csv" else "application/x-ndjson"
-    headers = {"Content-Disposition": f'attachment; filename="{name}"', **_NO_STORE}
+    headers = {"Content-Disposition": f'attachment; filename="{name}"', **NO_STORE}
     return web.Response(body=body, headers=headers, content_type=kind, charset="utf-8")
 
 
@@ -362,7 +328,7 @@ async def import_entries(request: web.Request) -> web.Response:
     A file with any bad line is refused whole: 400 with ``problems``, the
     first of them by line, and ``more``, how many were left off.
     """
-    account = _admin(request, changes=True)
+    account = require_admin(request, changes=True)
     name = request.query.get("name", "")
     mode = request.query.get("mode", "merge")
     if mode not in ("merge", "replace"):
@@ -383,12 +349,12 @@ async def import_entries(request: web.Request) -> web.Response:
         result["imported"],
         mode,
     )
-    return _json(result)
+    return json_reply(result)
 
 
 def _refused_file(error: FaqFileError) -> web.Response:
     """400 in the shape of every /api error, plus the problems by line."""
-    return _json(
+    return json_reply(
         {
             "error": BadRequest.code,
             "message": f"导入失败：{error.summary}",
@@ -419,19 +385,19 @@ async def _read_upload(request: web.Request) -> bytes:
 
 async def list_unanswered(request: web.Request) -> web.Response:
     """GET /api/kb/unanswered: handed-off questions, most recent first."""
-    _admin(request)
+    require_admin(request)
     store = request.app[APP_DESK].store
     items = store.list_unanswered(_int(request, "limit", 200))
-    return _json(
+    return json_reply(
         {"total": store.count_unanswered(), "items": [asdict(i) for i in items]}
     )
 
 
 async def adopt_unanswered(request: web.Request) -> web.Response:
     """POST /api/kb/unanswered/{key}/adopt {faq_id}: add it as a phrasing."""
-    account = _admin(request, changes=True)
+    account = require_admin(request, changes=True)
     key = request.match_info["key"]
-    faq_id = check_faq_id((await _body(request)).get("faq_id"))
+    faq_id = check_faq_id((await json_body(request)).get("faq_id"))
     store = request.app[APP_DESK].store
     record = store.get_unanswered(key)
     if record is None:
@@ -439,16 +405,16 @@ async def adopt_unanswered(request: web.Request) -> web.Response:
     entry = await _kb(request).add_alternative(faq_id, record.text)
     await store.delete_unanswered(key)
     log.info("admin %s added a phrasing to FAQ entry %s", account.username, faq_id)
-    return _json({"entry": _entry_json(entry)})
+    return json_reply({"entry": _entry_json(entry)})
 
 
 async def dismiss_unanswered(request: web.Request) -> web.Response:
     """DELETE /api/kb/unanswered/{key}."""
-    _admin(request, changes=True)
+    require_admin(request, changes=True)
     key = request.match_info["key"]
     if not await request.app[APP_DESK].store.delete_unanswered(key):
         raise NotFound("该问题已处理或已过期")
-    return _json({"deleted": key})
+    return json_reply({"deleted": key})
 
 
 # Agent console
@@ -457,7 +423,7 @@ async def dismiss_unanswered(request: web.Request) -> web.Response:
 async def suggestions(request: web.Request) -> web.Response:
     """GET /api/console/suggestions?conversation_id=: top three FAQ answers
     for the shopper's last message."""
-    _signed_in(request)
+    signed_in(request)
     store = request.app[APP_DESK].store
     conversation = store.get_conversation(request.query.get("conversation_id", ""))
     if conversation is None:
@@ -466,6 +432,6 @@ async def suggestions(request: web.Request) -> web.Response:
     messages = store.list_messages(conversation.id, after_seq=after)
     last = next((m for m in reversed(messages) if m.sender == "visitor"), None)
     if last is None:
-        return _json({"seq": 0, "suggestions": []})
+        return json_reply({"seq": 0, "suggestions": []})
     found = await _kb(request).suggest(last.text)
-    return _json({"seq": last.seq, "suggestions": found})
+    return json_reply({"seq": last.seq, "suggestions": found})

@@ -39,7 +39,7 @@ FAQ (faq.py)
     put_faq(entries, replace=), delete_faq(id)                       async
     import_faq_blocking(entries, replace=)                           blocking
 
-Knowledge-base vocabulary and unanswered questions (kb.py)
+Knowledge-base vocabulary, canned replies, unanswered questions (kb.py)
     list_synonyms, list_words                                        inline
     put_synonym_group(group, replaces=), delete_synonym_group(word),
     put_word(word), delete_word(word)                                async
@@ -47,6 +47,12 @@ Knowledge-base vocabulary and unanswered questions (kb.py)
     put_category_rule(rule, replaces=), delete_category_rule(topic)  async
         Validation is the caller's (goflypy.kb); the store keeps what it
         is given.
+    list_canned, get_canned(reply_id)                                inline
+    put_canned(reply, create=, limit=), delete_canned(reply_id)      async
+    seed_canned_blocking(replies, limit=)                            blocking
+        Canned replies for agents (same database, own key prefix). A new
+        reply past ``limit`` is a BadRequest; an update of a missing one
+        NotFound. Text checks are the caller's (handlers/canned.py).
     record_unanswered(text, normalized, action=, score=, candidates=,
         conversation_id=, limit=)                                    async
         One record per distinct normalised question, counting repeats;
@@ -102,13 +108,21 @@ from .crypto import Codec, Keyring, Sm4Gcm, key_check, load_keyring, verify_keys
 from .env import Env
 from .faq import FaqStore
 from .frames import SegmentWriter
-from .kb import CategoryRule, DictWord, KbStore, SynonymGroup, Unanswered
+from .kb import (
+    CannedReply,
+    CategoryRule,
+    DictWord,
+    KbStore,
+    SynonymGroup,
+    Unanswered,
+)
 from .upkeep import UpkeepStore
 
 __all__ = [
     "Appended",
     "ArchiveEntry",
     "ArchiveResult",
+    "CannedReply",
     "CategoryRule",
     "ConversationRef",
     "DictWord",

@@ -1,7 +1,9 @@
-"""Admin-edited robot vocabulary and the questions the robot could not answer.
+"""Admin-edited robot vocabulary, canned replies for agents, and the
+questions the robot could not answer.
 
 The ``lexicon`` database holds synonym groups (``s:`` + canonical word),
-dictionary words (``w:`` + word) and category rules (``c:`` + topic word).
+dictionary words (``w:`` + word), category rules (``c:`` + topic word) and
+the agents' canned replies (``r:`` + reply id), which the robot never reads.
 The ``unanswered`` database holds one record per distinct question the robot
 handed off, keyed by a salted hash of its normalised text so repeats add up;
 ``unanswered_at`` orders those keys by the last time they were asked, so the
@@ -14,19 +16,23 @@ from __future__ import annotations
 import hashlib
 import os
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import lmdb
 
+from ..errors import BadRequest, NotFound
 from .crypto import Codec
 from .env import Env
 from .keys import now_ms, pack, pack_record, unpack, unpack_record
 
 UNANSWERED_LIMIT = 1000
+CANNED_LIMIT = 500
 _SYNONYM = b"s:"
 _WORD = b"w:"
 _CATEGORY = b"c:"
+_CANNED = b"r:"
 _SALT = b"unanswered_salt"
 _STAMP = struct.Struct(">Q")
 
@@ -55,6 +61,16 @@ class CategoryRule:
 
     topic: str
     members: list[str] = field(default_factory=list)
+    updated: int = 0
+
+
+@dataclass(slots=True)
+class CannedReply:
+    """A prepared answer agents insert into the reply box; ``title`` finds it."""
+
+    reply_id: str
+    title: str
+    text: str
     updated: int = 0
 
 
@@ -123,6 +139,60 @@ class KbStore:
 
     async def delete_category_rule(self, topic: str) -> bool:
         return await self._delete(_CATEGORY + topic.encode("utf-8"))
+
+    # Canned replies
+
+    def list_canned(self) -> list[CannedReply]:
+        """Every canned reply, in id order."""
+        return [unpack_record(CannedReply, raw) for raw in self._prefixed(_CANNED)]
+
+    def get_canned(self, reply_id: str) -> CannedReply | None:
+        with self.env.read() as txn:
+            raw = txn.get(_canned_key(reply_id), db=self.env.dbs["lexicon"])
+            if raw is None:
+                return None
+            return unpack_record(CannedReply, raw)  # type: ignore[no-any-return]
+
+    async def put_canned(
+        self, reply: CannedReply, *, create: bool, limit: int = CANNED_LIMIT
+    ) -> None:
+        """Store ``reply``: a new one (BadRequest once ``limit`` are stored)
+        or, without ``create``, one that exists (NotFound otherwise)."""
+        reply.updated = now_ms()
+        await self.env.write(self._canned_job([reply], create, limit))
+
+    def seed_canned_blocking(
+        self, replies: list[CannedReply], limit: int = CANNED_LIMIT
+    ) -> None:
+        """Add ``replies`` in one commit (demo data); BadRequest past ``limit``."""
+        stamp = now_ms()
+        for reply in replies:
+            reply.updated = stamp
+        self.env.write_blocking(self._canned_job(replies, True, limit))
+
+    async def delete_canned(self, reply_id: str) -> bool:
+        return await self._delete(_canned_key(reply_id))
+
+    def _canned_job(
+        self, replies: list[CannedReply], create: bool, limit: int
+    ) -> Callable[[lmdb.Transaction], None]:
+        db = self.env.dbs["lexicon"]
+
+        def job(txn: lmdb.Transaction) -> None:
+            if create:
+                count = _count_prefixed(txn, db, _CANNED)
+                if count + len(replies) > limit:
+                    raise BadRequest(f"快捷回复最多 {limit} 条，请先删除不再使用的")
+            for reply in replies:
+                key = _canned_key(reply.reply_id)
+                exists = txn.get(key, db=db) is not None
+                if create and exists:
+                    raise BadRequest("快捷回复编号重复，请重试")
+                if not create and not exists:
+                    raise NotFound("快捷回复不存在或已被删除")
+                txn.put(key, pack_record(reply), db=db)
+
+        return job
 
     async def _put_replacing(
         self, prefix: bytes, name: str, record: Any, replaces: str | None
@@ -260,6 +330,22 @@ class KbStore:
             normalized.encode("utf-8"), digest_size=16, key=bytes(unpack(salt))
         )
         return digest.digest()
+
+
+def _canned_key(reply_id: str) -> bytes:
+    return _CANNED + reply_id.encode("utf-8")
+
+
+def _count_prefixed(txn: lmdb.Transaction, db: Any, prefix: bytes) -> int:
+    cursor = txn.cursor(db=db)
+    count = 0
+    if not cursor.set_range(prefix):
+        return count
+    for key in cursor.iternext(keys=True, values=False):
+        if not bytes(key).startswith(prefix):
+            break
+        count += 1
+    return count
 
 
 def _after_newest(txn: lmdb.Transaction, dbs: dict[str, Any], stamp: int) -> int:

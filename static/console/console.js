@@ -12,6 +12,7 @@ import {
   unlockOnFirstGesture,
 } from "./alerts.js";
 import { channelLabel, formatTime, stateLabel } from "./labels.js";
+import { setupCanned } from "./canned.js";
 import { setupSuggestions } from "./suggest.js";
 
 const TYPING_EVERY_MS = 2000;
@@ -64,6 +65,7 @@ const els = {
   form: $("#reply-form"),
   input: $("#reply-input"),
   send: $("#reply-send"),
+  cannedOpen: $("#canned-open"),
   info: $("#visitor-info"),
   toasts: $("#toasts"),
   notifyBtn: $("#enable-notify"),
@@ -156,6 +158,7 @@ function openConversation(id) {
     state.seen = new Set();
     els.messages.replaceChildren();
     suggestions.clear();
+    canned.close();
     hideTyping();
     els.input.value = "";
   }
@@ -182,7 +185,9 @@ function renderPaneHead() {
   els.close.hidden = closed;
   els.input.disabled = closed;
   els.send.disabled = closed;
-  els.input.placeholder = closed ? "会话已结束" : "输入回复，Enter 发送，Shift+Enter 换行";
+  els.cannedOpen.disabled = closed;
+  if (closed) canned.close();
+  els.input.placeholder = closed ? "会话已结束" : "输入回复，Enter 发送，Shift+Enter 换行，/ 快捷回复";
 }
 
 function renderVisitor(visitor, conv) {
@@ -625,6 +630,7 @@ els.form.addEventListener("submit", (event) => {
   sendReply();
 });
 els.input.addEventListener("keydown", (event) => {
+  if (canned.handleKey(event)) return; // the open 快捷回复 list took the key
   if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
     event.preventDefault();
     sendReply();
@@ -653,6 +659,9 @@ const suggestions = setupSuggestions({
     sendReply();
   },
 });
+
+// Canned replies: the 快捷回复 button, or "/" at the start of the reply box.
+const canned = setupCanned({ input: els.input, onInsert: signalTyping });
 
 setBaseTitle("客服工作台 · goflypy");
 unlockOnFirstGesture(refreshNotifyButton);

@@ -1,5 +1,5 @@
 // The knowledge-base editor: entries, unanswered questions, vocabulary,
-// files, and the "try it" box. Every stored text is inserted with textContent.
+// files, the agents' canned replies, and the "try it" box. Every stored text is inserted with textContent.
 
 import { formatTime } from "./labels.js";
 
@@ -98,6 +98,7 @@ function setTab(name) {
   }
   if (name === "unanswered") run(loadUnanswered);
   if (name === "vocabulary") run(loadVocabulary);
+  if (name === "canned") run(loadCanned);
 }
 
 // ---- entries ----------------------------------------------------------------
@@ -390,6 +391,53 @@ async function saveWord() {
   await loadVocabulary();
 }
 
+// ---- canned replies ---------------------------------------------------------
+
+async function loadCanned() {
+  const data = await api("GET", "/api/console/canned");
+  $("#kb-canned-limit").textContent = String(data.limit);
+  $("#kb-canned-list").replaceChildren(...data.replies.map(renderCanned));
+  $("#kb-canned-empty").hidden = data.replies.length > 0;
+}
+
+function renderCanned(reply) {
+  const li = el("li", "kb-chip kb-canned");
+  li.dataset.id = reply.reply_id;
+  const body = el("div", "kb-canned-body");
+  body.append(el("strong", "kb-canned-title", reply.title), el("p", "kb-answer", reply.text));
+  li.append(
+    body,
+    button("编辑", "plain kb-canned-edit", () => {
+      $("#kb-canned-form-title").textContent = `编辑快捷回复“${reply.title}”`;
+      $("#kb-canned-id").value = reply.reply_id;
+      $("#kb-canned-title").value = reply.title;
+      $("#kb-canned-text").value = reply.text;
+      $("#kb-canned-text").focus();
+    }),
+    button("删除", "danger kb-canned-delete", () =>
+      run(async () => {
+        if (!window.confirm(`确定删除快捷回复“${reply.title}”吗？`)) return;
+        await api("DELETE", `/api/console/canned/${encodeURIComponent(reply.reply_id)}`);
+        notify(`已删除快捷回复“${reply.title}”`);
+        await loadCanned();
+      }),
+    ),
+  );
+  return li;
+}
+
+async function saveCanned() {
+  const body = {
+    reply_id: $("#kb-canned-id").value || null,
+    title: $("#kb-canned-title").value,
+    text: $("#kb-canned-text").value,
+  };
+  const result = await api("POST", "/api/console/canned", body);
+  $("#kb-canned-form").reset();
+  notify(`已保存快捷回复“${result.reply.title}”`);
+  await loadCanned();
+}
+
 // ---- files ----------------------------------------------------------------
 
 function showImportProblems(data) {
@@ -406,6 +454,9 @@ async function importFile() {
   const file = $("#kb-import-file").files[0];
   if (!file) throw new Error("请选择文件");
   const mode = document.querySelector('#kb-import-form input[name="mode"]:checked').value;
+  if (mode === "replace" && !window.confirm(
+    `“替换”会删除知识库中不在“${file.name}”里的全部条目，确定继续吗？`,
+  )) return;
   const params = new URLSearchParams({ name: file.name, mode });
   let result;
   try {
@@ -510,6 +561,14 @@ $("#kb-word-form").addEventListener("submit", (event) => {
   event.preventDefault();
   run(saveWord);
 });
+$("#kb-canned-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  run(saveCanned);
+});
+$("#kb-canned-form").addEventListener("reset", () => {
+  $("#kb-canned-id").value = "";
+  $("#kb-canned-form-title").textContent = "新建快捷回复";
+});
 $("#kb-import-form").addEventListener("submit", (event) => {
   event.preventDefault();
   run(importFile);
@@ -527,3 +586,5 @@ $("#try-input").addEventListener("keydown", (event) => {
 
 run(loadEntries);
 pollStatus();
+// /console/kb#canned (the console's 管理 link) opens the canned replies.
+if (window.location.hash === "#canned") setTab("canned");
