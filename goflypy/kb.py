@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from .errors import Conflict, NotFound
+from .errors import BadRequest, Conflict, NotFound
 from .faqfile import read_faq_file, write_faq_file
 from .log import nlp as log
 from .models import FaqEntry
@@ -177,6 +177,10 @@ class KnowledgeBase:
 
     async def delete_category_rule(self, topic: str) -> bool:
         if not await self.store.delete_category_rule(topic):
+            if topic in self.robot.lexicon.shipped_categories():
+                raise BadRequest(
+                    f"“{topic}”是内置类别，不能删除；可以为它添加自定义成员"
+                )
             raise NotFound(f"类别规则“{topic}”不存在")
         return await self.vocabulary_changed()
 

@@ -58,8 +58,9 @@ def test_normalize_traditional_and_spaces() -> None:
 
 
 def test_synonyms_become_one_word(lexicon: Lexicon) -> None:
-    # The canonical word, then the topics its category rules give it.
-    assert lexicon.tokens("士多啤梨") == ["草莓", "水果", "生鲜"]
+    assert lexicon.tokens("士多啤梨") == ["草莓"]
+    # The topics its category rules give it, nearest first.
+    assert lexicon.topic_words(["草莓", "生鲜"]) == ["水果", "生鲜"]
     assert lexicon.tokens("车厘子")[0] == "樱桃"
     assert lexicon.tokens("退钱多久") == lexicon.tokens("退款多久")
     assert "运费" in lexicon.tokens("邮费多少")
@@ -380,9 +381,6 @@ def test_search_returns_the_best_of_every_entry(demo_robot: Robot) -> None:
     state = demo_robot._state
     lexicon = demo_robot.lexicon
 
-    def plain(text: str) -> list[str]:
-        return [lexicon.canonical(word) for word in lexicon.surface_tokens(text)]
-
     texts = [
         "草莓怎么保存",
         "怎么保存",
@@ -393,24 +391,26 @@ def test_search_returns_the_best_of_every_entry(demo_robot: Robot) -> None:
     ]
     for text in texts:
         raw = lexicon.surface_tokens(text)
-        query = state.embedder.sparse(lexicon.tokens(text))
-        query_seq = sequence(plain(text))
-        asked = lexicon.members(lexicon.tokens(text))
-        matcher = Matcher(state.stats, lexicon.content_words(raw))
+        tokens = lexicon.tokens(text)
+        query = state.embedder.sparse(tokens, lexicon.topic_words(tokens))
+        query_seq = sequence(tokens)
+        asked = lexicon.members(lexicon.enrich(tokens))
+        matcher = Matcher(state.stats, lexicon.content_words(raw), lexicon.related)
         brute = {}
         for faq_id, texts in state.words.items():
             for number, words in enumerate(texts):
                 entry = state.entries[faq_id]
-                row = state.embedder.sparse(lexicon.tokens(_texts(entry)[number]))
+                written = lexicon.tokens(_texts(entry)[number])
+                row = state.embedder.sparse(written, lexicon.topic_words(written))
                 cosine = sum(
                     weight * row.get(key, 0.0) for key, weight in query.items()
                 )
-                text_seq = sequence(plain(_texts(entry)[number]))
+                text_seq = sequence(written)
                 fused = fuse(matcher.coverage(words), cosine)
                 score = blend(fused, query_seq, text_seq)
-                written = state.members[faq_id]
+                goods_written = state.members[faq_id]
                 if any(
-                    topic in written and not goods & written[topic]
+                    topic in goods_written and not goods & goods_written[topic]
                     for topic, goods in asked.items()
                 ):
                     score *= SIBLING_FACTOR

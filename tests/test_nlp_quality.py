@@ -52,18 +52,17 @@ def test_category_rules_carry_topics(demo_robot: Robot) -> None:
 
 def test_other_goods_of_a_topic_are_not_the_answer(demo_robot: Robot) -> None:
     # The FAQ has strawberry storage, not durian: no confident wrong answer.
-    decision = demo_robot.decide("榴莲可以放冰箱吗")
-    assert decision.action == "handoff"
-    assert decision.candidates[0].faq_id == "storage-strawberry"
+    for text in ("榴莲可以放冰箱吗", "梨能放冰箱吗", "苹果能放冰箱吗"):
+        assert demo_robot.decide(text).action != "answer"
     # An entry about fruit in general still fits any fruit.
     assert demo_robot.decide("榴莲坏了怎么办").faq_id == "refund-bad-fruit"
 
 
 def test_question_naming_no_goods_gets_choices(demo_robot: Robot) -> None:
-    for text in ("水果怎么保存", "怎么保存"):
-        decision = demo_robot.decide(text)
-        assert (decision.action, decision.held_back) == ("suggest", WHICH_GOODS)
-        assert len({c.faq_id for c in decision.candidates}) == 3
+    decision = demo_robot.decide("水果怎么保存")
+    assert (decision.action, decision.held_back) == ("suggest", WHICH_GOODS)
+    assert len({c.faq_id for c in decision.candidates}) == 3
+    assert demo_robot.decide("怎么保存").action == "suggest"
     # A misspelt name still names the goods by its sound.
     for text, faq_id in (
         ("草梅怎么保存", "storage-strawberry"),

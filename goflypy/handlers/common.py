@@ -135,7 +135,7 @@ def check_csrf(request: web.Request, submitted: str | None) -> None:
     if not cookie or not submitted or not hmac.compare_digest(cookie, submitted):
         raise Forbidden("请求已过期，请刷新页面后重试", code="csrf")
     if not is_allowed_origin(request, allow_missing=True, own_only=True):
-        raise Forbidden("origin not allowed", code="csrf")
+        raise Forbidden("请求来源不是本站，已拒绝（origin not allowed）", code="csrf")
 
 
 # Access and JSON for the console API (/api/kb, /api/console)

@@ -180,7 +180,9 @@ async def try_robot(request: web.Request) -> web.Response:
     """POST /api/kb/try {text}: the robot's decision, scores and top three."""
     require_admin(request, changes=True)
     text = (await json_body(request)).get("text")
-    if not isinstance(text, str) or len(text) > MAX_TRY_CHARS:
+    if not isinstance(text, str):
+        raise BadRequest("请输入要试的问题")
+    if len(text) > MAX_TRY_CHARS:
         raise BadRequest(f"请输入不超过 {MAX_TRY_CHARS} 字的问题")
     order = detect_order(text)
     if order is not None:

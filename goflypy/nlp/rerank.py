@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import threading
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -30,6 +31,8 @@ _TERM_MIN_DOCS = 3
 # Partial credit for a word that shares characters with a candidate's word.
 _CHAR_CREDIT = 0.5
 SOUND_CREDIT = 0.9
+# Partial credit for a word that is a category topic of the other (水果, 榴莲).
+TOPIC_CREDIT = 0.5
 # Weight of the vector cosine against the coverage score.
 COSINE_WEIGHT = 2.0
 # Weights, against that fused score, of the share of a FAQ text found in the
@@ -156,9 +159,16 @@ def similarity(word: str, other: str) -> float:
 class Matcher:
     """Soft word matching between one question and its candidates."""
 
-    def __init__(self, stats: KbStats, query: list[str]) -> None:
+    def __init__(
+        self,
+        stats: KbStats,
+        query: list[str],
+        related: Callable[[str, str], bool] | None = None,
+    ) -> None:
         self.stats = stats
         self.query = query
+        # Whether one word is a category topic of the other (榴莲, 水果).
+        self._related = related
         self._query_idf = [stats.idf(word) for word in query]
         self._query_total = sum(self._query_idf)
         # Per candidate word: its best credit and its credit per query word,
@@ -170,6 +180,12 @@ class Matcher:
         if other in self._rows:
             return self._rows[other]
         credits = tuple(similarity(word, other) for word in self.query)
+        if self._related is not None:
+            related = self._related
+            credits = tuple(
+                max(credit, TOPIC_CREDIT) if related(word, other) else credit
+                for word, credit in zip(self.query, credits, strict=True)
+            )
         best = max(credits, default=0.0)
         row = (best, credits) if best > 0.0 else None
         self._rows[other] = row

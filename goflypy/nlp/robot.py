@@ -40,7 +40,7 @@ TOP_CANDIDATES = 3
 # How many nearest entries the second stage re-scores.
 RERANK_POOL = 16
 # Bump when features or weights change, so saved indexes are rebuilt.
-_EMBEDDER_VERSION = "hash-v5"
+_EMBEDDER_VERSION = "hash-v6"
 
 
 # A score this high is the question itself, however close the runner-up.
@@ -288,8 +288,8 @@ class Robot:
         """
         if candidates[0].score >= _EXACT:
             return None
-        tokens = self.lexicon.enrich([self.lexicon.canonical(word) for word in raw])
-        asked = self.lexicon.members(tokens)
+        tokens = [self.lexicon.canonical(word) for word in raw]
+        asked = self.lexicon.members(self.lexicon.enrich(tokens))
         best = state.members.get(candidates[0].faq_id) or {}
         if asked and _other_goods(asked, best):
             return OTHER_GOODS
@@ -332,16 +332,16 @@ class Robot:
         self, state: _State, text: str, raw: list[str], limit: int
     ) -> list[Candidate]:
         """Rank FAQ entries for ``text``, whose surface tokens are ``raw``."""
-        tokens = [self.lexicon.canonical(word) for word in raw]
+        lexicon = self.lexicon
+        tokens = [lexicon.canonical(word) for word in raw]
         query_seq = sequence(tokens)
-        tokens = self.lexicon.enrich(tokens)
-        goods = self.lexicon.members(tokens)
+        goods = lexicon.members(lexicon.enrich(tokens))
         embedder = state.embedder
-        matcher = Matcher(state.stats, self.lexicon.content_words(raw))
+        matcher = Matcher(state.stats, lexicon.content_words(raw), lexicon.related)
         best: dict[str, float] = {}
         pool = max(limit, RERANK_POOL)
         if isinstance(embedder, HashingEmbedder):  # see _exact
-            query = embedder.sparse(tokens)
+            query = embedder.sparse(tokens, lexicon.topic_words(tokens))
             if not query:
                 return []
             floor = 0.0
@@ -406,13 +406,12 @@ class Robot:
             words = self.lexicon.content_words(raw)
             tokens = [self.lexicon.canonical(word) for word in raw]
             seqs.append(sequence(tokens))
-            tokens = self.lexicon.enrich(tokens)
             if goods is None:  # the standard question says what the entry is about
-                goods = self.lexicon.members(tokens)
+                goods = self.lexicon.members(self.lexicon.enrich(tokens))
             state.stats.add(raw, words)
             texts.append(words)
             if isinstance(embedder, HashingEmbedder):
-                rows.append(embedder.sparse(tokens))
+                rows.append(embedder.sparse(tokens, self.lexicon.topic_words(tokens)))
         state.words[entry.faq_id] = texts
         state.sequences[entry.faq_id] = seqs
         state.members[entry.faq_id] = goods or {}

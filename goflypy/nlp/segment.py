@@ -238,6 +238,26 @@ class Lexicon:
                     extra.append(topic)
         return tokens + extra if extra else tokens
 
+    def topic_words(self, tokens: list[str]) -> list[str]:
+        """Return the topics canonical ``tokens`` name or carry, once each.
+
+        "榴莲" carries 水果 and 生鲜; "生鲜" names its own topic. These are the
+        words a category rule lets two texts share.
+        """
+        found: dict[str, None] = {}
+        for word in tokens:
+            if word in self._rules:
+                found.setdefault(word, None)
+            for topic in self._topics.get(word, ()):
+                found.setdefault(topic, None)
+        return list(found)
+
+    def related(self, word: str, other: str) -> bool:
+        """Tell whether one canonical word is a topic of the other (榴莲, 水果)."""
+        return other in self._topics.get(word, ()) or word in self._topics.get(
+            other, ()
+        )
+
     def members(self, tokens: list[str]) -> dict[str, frozenset[str]]:
         """Return, per topic, which of enriched ``tokens`` are listed under it."""
         found: dict[str, set[str]] = {}
@@ -262,13 +282,13 @@ class Lexicon:
         return words
 
     def tokens(self, text: str) -> list[str]:
-        """Normalise, segment, canonicalise and enrich ``text``; no punctuation."""
-        return self.enrich([self.canonical(word) for word in self.surface_tokens(text)])
+        """Normalise, segment and canonicalise ``text``; punctuation is dropped."""
+        return [self.canonical(word) for word in self.surface_tokens(text)]
 
     def content_words(self, tokens: list[str]) -> list[str]:
-        """Return the enriched canonical forms of ``tokens``, stop words left out."""
+        """Return the canonical forms of ``tokens`` that are not stop words."""
         words = (self.canonical(word) for word in tokens)
-        return self.enrich([word for word in words if not is_stopword(word)])
+        return [word for word in words if not is_stopword(word)]
 
 
 def is_stopword(word: str) -> bool:
