@@ -395,7 +395,7 @@ def test_search_returns_the_best_of_every_entry(demo_robot: Robot) -> None:
         query = state.embedder.sparse(tokens, lexicon.topic_words(tokens))
         query_seq = sequence(tokens)
         asked = lexicon.members(lexicon.enrich(tokens))
-        matcher = Matcher(state.stats, lexicon.content_words(raw), lexicon.related)
+        matcher = Matcher(state.stats, lexicon.content_words(raw), lexicon.topics)
         brute = {}
         for faq_id, texts in state.words.items():
             for number, words in enumerate(texts):

@@ -163,12 +163,14 @@ class Matcher:
         self,
         stats: KbStats,
         query: list[str],
-        related: Callable[[str, str], bool] | None = None,
+        topics: Callable[[str], tuple[str, ...]] | None = None,
     ) -> None:
         self.stats = stats
         self.query = query
-        # Whether one word is a category topic of the other (榴莲, 水果).
-        self._related = related
+        # A word's category topics (榴莲 -> 水果, 生鲜): a topic of the other
+        # word earns partial credit either way.
+        self._topics = topics
+        self._query_topics = [topics(word) for word in query] if topics else []
         self._query_idf = [stats.idf(word) for word in query]
         self._query_total = sum(self._query_idf)
         # Per candidate word: its best credit and its credit per query word,
@@ -180,12 +182,17 @@ class Matcher:
         if other in self._rows:
             return self._rows[other]
         credits = tuple(similarity(word, other) for word in self.query)
-        if self._related is not None:
-            related = self._related
-            credits = tuple(
-                max(credit, TOPIC_CREDIT) if related(word, other) else credit
-                for word, credit in zip(self.query, credits, strict=True)
-            )
+        if self._topics is not None:
+            theirs = self._topics(other)
+            if theirs or any(other in mine for mine in self._query_topics):
+                credits = tuple(
+                    max(credit, TOPIC_CREDIT)
+                    if word in theirs or other in mine
+                    else credit
+                    for word, mine, credit in zip(
+                        self.query, self._query_topics, credits, strict=True
+                    )
+                )
         best = max(credits, default=0.0)
         row = (best, credits) if best > 0.0 else None
         self._rows[other] = row
@@ -240,18 +247,16 @@ def blend(fused: float, query: str, text: str) -> float:
     (their longest common subsequence) lifts the score, and a large length
     gap lowers it.
     """
-    order = LCSseq.similarity(query, text) / len(text) if text else 0.0
-    return _combine(fused, order, len(query), len(text))
+    return combine(fused, order_share(query, text), len(query), len(text))
 
 
-def bound(cosine: float, query_len: int, text_len: int) -> float:
-    """Return the highest ``blend`` a text of ``text_len`` could reach."""
-    order = min(query_len, text_len) / text_len if text_len else 0.0
-    return _combine(fuse(1.0, cosine), order, query_len, text_len)
+def order_share(query: str, text: str) -> float:
+    """Return the share of ``text`` found in ``query`` in the same order."""
+    return LCSseq.similarity(query, text) / len(text) if text else 0.0
 
 
-def _combine(fused: float, order: float, query_len: int, text_len: int) -> float:
-    """Weigh the fused score, the in-order share and the length gap."""
+def combine(fused: float, order: float, query_len: int, text_len: int) -> float:
+    """Weigh the fused score, the in-order share and the length gap (``blend``)."""
     gap = abs(math.log((query_len + 1) / (text_len + 1)))
     full = (fused + ORDER_WEIGHT * order - LENGTH_WEIGHT * gap) / (1.0 + ORDER_WEIGHT)
     share = min(1.0, query_len / SHORT_QUESTION)

@@ -21,9 +21,10 @@ from .rerank import (
     KbStats,
     Matcher,
     blend,
-    bound,
     ceiling,
+    combine,
     fuse,
+    order_share,
     sequence,
 )
 from .segment import Lexicon
@@ -335,9 +336,10 @@ class Robot:
         lexicon = self.lexicon
         tokens = [lexicon.canonical(word) for word in raw]
         query_seq = sequence(tokens)
+        query_len = len(query_seq)
         goods = lexicon.members(lexicon.enrich(tokens))
         embedder = state.embedder
-        matcher = Matcher(state.stats, lexicon.content_words(raw), lexicon.related)
+        matcher = Matcher(state.stats, lexicon.content_words(raw), lexicon.topics)
         best: dict[str, float] = {}
         pool = max(limit, RERANK_POOL)
         if isinstance(embedder, HashingEmbedder):  # see _exact
@@ -356,11 +358,15 @@ class Robot:
                     continue
                 if faq_id not in best and len(best) == pool:
                     break
-                text_seq = seqs[number]
-                if bound(cosine, len(query_seq), len(text_seq)) <= floor:
+                # The in-order share costs far less than the coverage: with it,
+                # a row that full coverage could not lift past ``floor`` is
+                # skipped before the coverage is counted.
+                text_len = len(seqs[number])
+                order = order_share(query_seq, seqs[number])
+                if combine(fuse(1.0, cosine), order, query_len, text_len) <= floor:
                     continue
                 fused = fuse(matcher.coverage(texts[number]), cosine)
-                score = blend(fused, query_seq, text_seq)
+                score = combine(fused, order, query_len, text_len)
                 if goods and _other_goods(goods, state.members.get(faq_id)):
                     score *= SIBLING_FACTOR
                 if score > best.get(faq_id, 0.0):

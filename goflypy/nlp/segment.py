@@ -252,12 +252,6 @@ class Lexicon:
                 found.setdefault(topic, None)
         return list(found)
 
-    def related(self, word: str, other: str) -> bool:
-        """Tell whether one canonical word is a topic of the other (榴莲, 水果)."""
-        return other in self._topics.get(word, ()) or word in self._topics.get(
-            other, ()
-        )
-
     def members(self, tokens: list[str]) -> dict[str, frozenset[str]]:
         """Return, per topic, which of enriched ``tokens`` are listed under it."""
         found: dict[str, set[str]] = {}
