@@ -293,6 +293,30 @@ def check_category_rule(
     return rule
 
 
+def check_rules_keep_fitting(
+    shipped: dict[str, str],
+    groups: Iterable[SynonymGroup],
+    shipped_rules: dict[str, list[str]],
+    rules: Iterable[CategoryRule],
+) -> None:
+    """BadRequest if, with synonym ``groups``, a stored category rule would loop.
+
+    A synonym can join two words that the category rules keep apart (a topic
+    and one of its members); the rule would then be skipped without a word,
+    so the synonym group is refused instead.
+    """
+    canonical = _lookup({**shipped, **_table(groups)})
+    graph = {topic: list(members) for topic, members in shipped_rules.items()}
+    for rule in sorted(rules, key=lambda r: r.updated):
+        try:
+            check_rule_fits(rule, graph, canonical)
+        except BadRequest as error:
+            raise BadRequest(
+                f"这组同义词会让类别规则“{rule.topic}”失效：{error.message}"
+            ) from None
+        graph.setdefault(rule.topic, []).extend(rule.members)
+
+
 def check_rule_fits(
     rule: CategoryRule,
     graph: dict[str, list[str]],

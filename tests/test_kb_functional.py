@@ -749,3 +749,27 @@ async def test_lone_surrogates_are_a_clear_400_everywhere(client: TestClient) ->
     vocabulary = await admin.call("GET", "/api/kb/vocabulary")
     assert vocabulary["words"] == [] and vocabulary["synonyms"] == []
     assert vocabulary["categories"] == []
+
+
+async def test_a_synonym_that_would_loop_a_category_rule_is_refused(
+    client: TestClient,
+) -> None:
+    admin = await sign_in_admin(client)
+    await admin.call(
+        "POST", "/api/kb/categories", {"topic": "大类", "members": ["甲甲"]}
+    )
+    # 甲甲 meaning 大类 would make 大类 a member of itself.
+    refused = await admin.call(
+        "POST",
+        "/api/kb/synonyms",
+        {"canonical": "甲甲", "variants": ["大类"]},
+        status=400,
+    )
+    assert "类别规则“大类”失效" in refused["message"]
+    vocabulary = await admin.call("GET", "/api/kb/vocabulary")
+    assert vocabulary["synonyms"] == []
+    assert [rule["topic"] for rule in vocabulary["categories"]] == ["大类"]
+    # A synonym that leaves the rules alone is still taken.
+    await admin.call(
+        "POST", "/api/kb/synonyms", {"canonical": "乙乙", "variants": ["丙丙"]}
+    )

@@ -27,6 +27,7 @@ from ..vocabulary import (
     check_category_rule,
     check_dict_word,
     check_faq_id,
+    check_rules_keep_fitting,
     check_synonym_group,
     check_word,
     entry_from_json,
@@ -245,11 +246,14 @@ async def put_synonyms(request: web.Request) -> web.Response:
     replaces = data.get("replaces")
     replaces = check_word(replaces, "原标准词") if replaces else None
     kb = _kb(request)
-    group = check_synonym_group(
-        data,
-        kb.robot.lexicon.shipped_synonyms(),
-        kb.store.list_synonyms(),
-        replaces,
+    shipped = kb.robot.lexicon.shipped_synonyms()
+    groups = kb.store.list_synonyms()
+    group = check_synonym_group(data, shipped, groups, replaces)
+    check_rules_keep_fitting(
+        shipped,
+        [*(g for g in groups if g.canonical not in (group.canonical, replaces)), group],
+        kb.robot.lexicon.shipped_categories(),
+        kb.store.list_categories(),
     )
     indexed = await kb.put_synonym_group(group, replaces)
     log.info("admin %s saved a synonym group", account.username)
