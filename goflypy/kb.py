@@ -39,6 +39,10 @@ INDEX_CHUNK = 25
 INDEX_WAIT_S = 5.0
 # A vocabulary change touching more of the FAQ than this rebuilds it whole.
 REBUILD_SHARE = 0.3
+# Seconds without edits after which incremental changes are folded into a
+# full rebuild: corpus statistics only grow between rebuilds, so until then
+# the live index scores a little differently from the one a restart builds.
+SETTLE_S = 30.0
 # Agents' suggestions below this share of the suggest threshold are noise.
 SUGGESTION_FLOOR = 0.5
 _LEX_PREFIX = "lex-"
@@ -62,6 +66,8 @@ class KnowledgeBase:
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._edit_lock: asyncio.Lock | None = None
+        # Incremental changes not yet folded into a full rebuild.
+        self._unsettled = False
         self.busy = False
 
     # Start-up and shut-down
@@ -262,7 +268,14 @@ class KnowledgeBase:
     async def _follow(self) -> None:
         assert self._wake is not None
         while True:
-            await self._wake.wait()
+            if self._unsettled:
+                try:
+                    await asyncio.wait_for(self._wake.wait(), SETTLE_S)
+                except TimeoutError:
+                    log.info("FAQ edits settled; rebuilding the index in full")
+                    self._rebuild_wanted = True
+            else:
+                await self._wake.wait()
             self._wake.clear()
             while self.pending:
                 self.busy = True
@@ -279,11 +292,13 @@ class KnowledgeBase:
         if self._rebuild_wanted:
             self._rebuild_wanted = False
             waiters, self._rebuild_waiters = self._rebuild_waiters, []
+            self._unsettled = False
             try:
                 await asyncio.to_thread(self._rebuild_from_store)
             finally:
                 _resolve(waiters)
             return
+        self._unsettled = True
         if self._vocabulary_waiters:
             waiters, self._vocabulary_waiters = self._vocabulary_waiters, []
             try:

@@ -16,6 +16,7 @@ from aiohttp.test_utils import TestClient
 from goflypy import faqfile
 from goflypy.handlers.kb import APP_KB
 from goflypy.models import FaqEntry
+from goflypy.nlp import Robot
 from goflypy.server import make_app
 from goflypy.store import DictWord, SynonymGroup
 from goflypy.vocabulary import usable_vocabulary
@@ -773,3 +774,27 @@ async def test_a_synonym_that_would_loop_a_category_rule_is_refused(
     await admin.call(
         "POST", "/api/kb/synonyms", {"canonical": "乙乙", "variants": ["丙丙"]}
     )
+
+
+async def test_edits_settle_into_a_full_rebuild(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("goflypy.kb.SETTLE_S", 0.3)
+    admin = await sign_in_admin(client)
+    kb = client.server.app[APP_KB]
+    robot = kb.robot
+    for n in range(3):
+        entry = {**DURIAN, "faq_id": f"durian-{n}", "question": f"榴莲第{n}种吃法"}
+        await admin.call("POST", "/api/kb/entries", entry, status=201)
+    await admin.settled()
+    edited = robot._state  # single edits change the live index in place
+
+    async def rebuilt() -> bool:
+        return robot._state is not edited and not kb.busy
+
+    await wait_for(rebuilt, "the settled edits to be rebuilt")
+    # Now the live index scores as the one a restart would build.
+    fresh = Robot(thresholds=robot.thresholds, lexicon=robot.lexicon)
+    fresh.rebuild(desk_of(client).store.list_faq())
+    for text in ("榴莲怎么吃", "草莓怎么保存", "运费多少", "退款要多久"):
+        assert robot.decide(text).to_dict() == fresh.decide(text).to_dict()
