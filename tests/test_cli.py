@@ -246,3 +246,20 @@ async def test_restore_and_a_second_server_refuse_a_served_data_dir(
         goflypy, "serve", "--port", str(free_port()), "--data-dir", data_dir
     )
     assert second.returncode == 1 and "stop it first" in second.stderr
+
+
+def test_a_malformed_request_is_one_quiet_log_line(tmp_path: Path) -> None:
+    from tests.browser_support import run_cli, running_server
+
+    data_dir = tmp_path / "data"
+    run_cli("init", data_dir=data_dir)
+    typed = "榴莲怎么保存".encode().hex() * 400  # a request line over 8 KB
+    with running_server(data_dir) as base_url:
+        host, port = base_url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as conn:
+            conn.sendall(f"GET /api/kb/entries?q={typed} HTTP/1.1\r\n\r\n".encode())
+            assert b" 400 " in conn.recv(64)
+    [log_path] = tmp_path.glob("server-*.log")
+    log = log_path.read_text("utf-8")
+    assert "WARNING aiohttp.server: malformed HTTP request refused: LineTooLong" in log
+    assert typed[:64] not in log and "Traceback" not in log
