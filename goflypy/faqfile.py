@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .display import clean
 from .models import FaqEntry
 
 MAX_ID_CHARS = 64
@@ -286,7 +287,7 @@ def _entry(line: int, row: dict[str, Any], problems: _Problems) -> FaqEntry:
             problems.add(line, f"{_LABELS[name]} {_BROKEN}")
             wrong_type.add(name)
             return ""
-        return str(value).strip()
+        return clean(str(value)).strip()
 
     entry = FaqEntry(
         faq_id=text("faq_id"),
@@ -344,7 +345,8 @@ def _alternatives(value: Any, line: int, problems: _Problems) -> list[str]:
     if any(has_surrogates(item) for item in items):
         problems.add(line, f"{_LABELS['alternatives']} {_BROKEN}")
         return []
-    return [item.strip() for item in items if item.strip()]
+    cleaned = (clean(item).strip() for item in items)
+    return [item for item in cleaned if item]
 
 
 def _updated(value: Any, line: int, problems: _Problems) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
+from .display import clean
 from .errors import BadRequest
 from .faqfile import (
     FAQ_ID_PATTERN,
@@ -45,17 +46,17 @@ def check_faq_id(raw: object) -> str:
 
 def entry_from_json(data: dict[str, Any], faq_id: str) -> FaqEntry:
     """Validate an entry posted by the admin pages."""
-    question = text_field(data.get("question"), "标准问题").strip()
+    question = clean(text_field(data.get("question"), "标准问题")).strip()
     if not question:
         raise BadRequest("标准问题不能为空")
     if len(question) > MAX_QUESTION_CHARS:
         raise BadRequest(f"标准问题最长 {MAX_QUESTION_CHARS} 个字符")
-    answer = text_field(data.get("answer"), "答案").strip()
+    answer = clean(text_field(data.get("answer"), "答案")).strip()
     if not answer:
         raise BadRequest("答案不能为空")
     if len(answer) > MAX_ANSWER_CHARS:
         raise BadRequest(f"答案最长 {MAX_ANSWER_CHARS} 个字符")
-    category = text_field(data.get("category"), "分类").strip()
+    category = clean(text_field(data.get("category"), "分类")).strip()
     if len(category) > MAX_CATEGORY_CHARS:
         raise BadRequest(f"分类最长 {MAX_CATEGORY_CHARS} 个字符")
     alternatives = check_alternatives(data.get("alternatives"), question)
@@ -75,7 +76,7 @@ def check_alternatives(raw: object, question: str) -> list[str]:
     seen = {normalize_text(question)}
     found: list[str] = []
     for item in items:
-        text = text_field(item, "相似问法").strip()
+        text = clean(text_field(item, "相似问法")).strip()
         key = normalize_text(text)
         if not text or key in seen:
             continue
@@ -165,6 +166,8 @@ def check_synonym_group(
     )
     if not variants:
         raise BadRequest("请至少填写一个同义词")
+    if len(variants) > MAX_MEMBERS:
+        raise BadRequest(f"一组同义词最多 {MAX_MEMBERS} 个")
     group = SynonymGroup(canonical, variants)
     others = [g for g in groups if g.canonical not in (canonical, replaces)]
     check_group_fits(group, {**shipped, **_table(others)})
@@ -268,22 +271,27 @@ def check_category_rule(
     items = raw.split("\n") if isinstance(raw, str) else raw
     if not isinstance(items, list):
         raise BadRequest("成员必须是文本列表")
+    read = canonical or _same
     members: list[str] = []
     for item in items:
         if not _filled(item):
             continue
         member = check_word(item, "成员")
-        if member in members:
-            raise BadRequest(f"成员“{member}”重复了")
+        for earlier in members:
+            if read(member) == read(earlier):
+                same = "" if member == earlier else f"（与“{earlier}”是同义词）"
+                raise BadRequest(f"成员“{member}”重复了{same}")
         members.append(member)
     if not members:
         raise BadRequest("请至少填写一个成员")
     if len(members) > MAX_MEMBERS:
         raise BadRequest(f"一条类别规则最多 {MAX_MEMBERS} 个成员")
-    shipped_members = set(shipped_rules.get(topic, ()))
+    shipped_members = {read(word): word for word in shipped_rules.get(topic, ())}
     for member in members:
-        if member in shipped_members:
-            raise BadRequest(f"“{member}”已在内置规则“{topic}”中，无需再添加")
+        if read(member) in shipped_members:
+            already = shipped_members[read(member)]
+            same = "" if already == member else f"（作为同义词“{already}”）"
+            raise BadRequest(f"“{member}”已在内置规则“{topic}”中{same}，无需再添加")
     rule = CategoryRule(topic, members)
     graph = {name: list(words) for name, words in shipped_rules.items()}
     for other in rules:

@@ -10,6 +10,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 
@@ -798,3 +799,38 @@ async def test_edits_settle_into_a_full_rebuild(
     fresh.rebuild(desk_of(client).store.list_faq())
     for text in ("榴莲怎么吃", "草莓怎么保存", "运费多少", "退款要多久"):
         assert robot.decide(text).to_dict() == fresh.decide(text).to_dict()
+
+
+async def test_vocabulary_sizes_synonym_repeats_and_hidden_characters(
+    client: TestClient,
+) -> None:
+    admin = await sign_in_admin(client)
+    many = {"canonical": "大词", "variants": [f"变体{n}" for n in range(201)]}
+    refused = await admin.call("POST", "/api/kb/synonyms", many, status=400)
+    assert "最多 200 个" in refused["message"]
+    # 士多啤梨 is the built-in 草莓, already a member of 水果.
+    rule = {"topic": "水果", "members": ["释迦", "士多啤梨"]}
+    refused = await admin.call("POST", "/api/kb/categories", rule, status=400)
+    assert "作为同义词“草莓”" in refused["message"]
+    # Control and bidi characters never reach a shopper's screen.
+    hidden = {
+        **DURIAN,
+        "question": "榴莲\u202e怎么\u0007挑选",
+        "answer": "看\u0000颜色",
+    }
+    created = await admin.call("POST", "/api/kb/entries", hidden, status=201)
+    stored = await admin.call("GET", f"/api/kb/entries/{created['entry']['faq_id']}")
+    assert (stored["question"], stored["answer"]) == ("榴莲怎么挑选", "看颜色")
+
+
+async def test_an_import_sent_as_a_form_says_so(client: TestClient) -> None:
+    admin = await sign_in_admin(client)
+    form = aiohttp.FormData()
+    form.add_field("file", b"faq_id,question\na,b\n", filename="faq.csv")
+    response = await client.post(
+        "/api/kb/import?name=faq.csv&mode=merge",
+        data=form,
+        headers={"X-CSRF-Token": admin.csrf},
+    )
+    assert response.status == 400
+    assert "multipart" in (await response.json())["message"]

@@ -341,6 +341,8 @@ async def import_entries(request: web.Request) -> web.Response:
         raise BadRequest("导入方式只能是 merge 或 replace")
     if not name.lower().endswith((".csv", ".jsonl", ".ndjson")):
         raise BadRequest("请上传 .csv 或 .jsonl 文件")
+    if request.content_type.startswith("multipart/"):
+        raise BadRequest("请把文件内容直接作为请求体上传，不要用表单（multipart）")
     data = await _read_upload(request)
     try:
         entries = await _kb(request).parse_upload(data, _plain_name(name))
