@@ -18,7 +18,7 @@ from goflypy.nlp.embed import Embedder, HashingEmbedder, token_features
 from goflypy.nlp.index import SparseIndex
 from goflypy.nlp.normalize import normalize_text
 from goflypy.nlp.rerank import KbStats, Matcher, blend, ceiling, fuse, sequence
-from goflypy.nlp.robot import SIBLING_FACTOR, _texts
+from goflypy.nlp.robot import OTHER_GOODS_FACTOR, _texts
 from goflypy.nlp.segment import Lexicon
 
 DEMO_FAQ = Path(__file__).parent.parent / "goflypy" / "data" / "demo_faq.jsonl"
@@ -413,7 +413,7 @@ def test_search_returns_the_best_of_every_entry(demo_robot: Robot) -> None:
                     topic in goods_written and not goods & goods_written[topic]
                     for topic, goods in asked.items()
                 ):
-                    score *= SIBLING_FACTOR
+                    score *= OTHER_GOODS_FACTOR
                 brute[faq_id] = max(score, brute.get(faq_id, 0.0))
         expected = sorted(brute.items(), key=lambda item: -item[1])
         found = [(c.faq_id, c.score) for c in demo_robot.search(text)]

@@ -46,13 +46,15 @@ _EMBEDDER_VERSION = "hash-v6"
 
 # A score this high is the question itself, however close the runner-up.
 _EXACT = 0.95
+
+# Why the robot held back from the best entry (``Decision.held_back``).
 SIBLING_TERM = "sibling_term"
 OTHER_GOODS = "other_goods"
 WHICH_GOODS = "which_goods"
 
 # Share of its score an entry keeps when it names other goods of the same
 # topic than the question (strawberries asked, durians written).
-SIBLING_FACTOR = 0.6
+OTHER_GOODS_FACTOR = 0.6
 
 
 @dataclass(slots=True)
@@ -368,7 +370,7 @@ class Robot:
                 fused = fuse(matcher.coverage(texts[number]), cosine)
                 score = combine(fused, order, query_len, text_len)
                 if goods and _other_goods(goods, state.members.get(faq_id)):
-                    score *= SIBLING_FACTOR
+                    score *= OTHER_GOODS_FACTOR
                 if score > best.get(faq_id, 0.0):
                     best[faq_id] = score
                     if len(best) >= limit:
@@ -386,7 +388,7 @@ class Robot:
                         for words, seq in zip(texts, seqs, strict=True)
                     )
                     if goods and _other_goods(goods, state.members.get(faq_id)):
-                        score *= SIBLING_FACTOR
+                        score *= OTHER_GOODS_FACTOR
                     best[faq_id] = score
 
         scored = [

@@ -163,11 +163,6 @@ class Lexicon:
         self.warm_up()
         return {topic: list(members) for topic, members in self._shipped_rules.items()}
 
-    def categories(self) -> dict[str, list[str]]:
-        """Return the category rules in use, shipped and admin-added."""
-        self.warm_up()
-        return {topic: list(members) for topic, members in self._rules.items()}
-
     def use_custom(
         self,
         synonyms: dict[str, str],
