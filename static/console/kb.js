@@ -157,7 +157,7 @@ function renderEntry(entry) {
   row.append(
     el("td", "kb-id", entry.faq_id),
     question,
-    el("td", null, entry.category || "—"),
+    el("td", "kb-cat-col", entry.category || "—"),
     el("td", "kb-alts", entry.alternatives.join(" / ") || "—"),
     actions,
   );
