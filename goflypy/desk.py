@@ -19,15 +19,19 @@ from .identity import IdentityVerifier
 from .kb import record_unanswered
 from .log import nlp as nlp_log
 from .log import server as log
-from .models import Account, Conversation, Message, Visitor
+from .models import Account, Conversation, Message, Note, Visitor
 from .nlp import Decision, Robot
 from .nlp.intents import OrderQuery, detect_order
 from .nlp.robot import HANDOFF_REPLY
 from .orders import OrderClient, answer_order, bare_order_id
-from .store import Appended, ConversationRef, Store
+from .store import Appended, ConversationRef, NoteAdded, Store
 from .store.keys import now_ms
 
 HANDOFF_ACTIONS = ("handoff", "human")
+# Internal notes one conversation may hold, in number and in characters;
+# they travel inside the conversation record, so both stay modest.
+MAX_NOTES = 100
+MAX_NOTE_CHARS = 20_000
 
 
 def message_frame(message: Message) -> dict[str, Any]:
@@ -46,6 +50,19 @@ def message_frame(message: Message) -> dict[str, Any]:
         frame["agent_name"] = message.agent_name
     frame.update(message.meta)
     return frame
+
+
+def note_frame(conversation_id: str, note: Note) -> dict[str, Any]:
+    """An internal note as the agent socket sends it. Only agents get it."""
+    return note.frame(conversation_id)
+
+
+def note_frames(conversation: Conversation) -> list[dict[str, Any]]:
+    """Every internal note of a conversation, oldest first."""
+    return [
+        note_frame(conversation.id, Note.from_record(record))
+        for record in conversation.notes
+    ]
 
 
 class Desk:
@@ -445,6 +462,84 @@ class Desk:
             conversation = self.store.get_conversation(conversation_id) or conversation
         self.publish_state(conversation)
         return conversation
+
+    async def transfer(
+        self, conversation_id: str, account: Account, to: str
+    ) -> Conversation:
+        """Hand a conversation to another agent who is online.
+
+        As with ``claim``, the agent holding it may hand it on and anyone may
+        hand on an unassigned one; as with ``close``, an admin may hand on
+        any. The visitor is told who serves them now; the agents concerned
+        get a ``transferred`` frame. Refusals are GoflyErrors with their own
+        codes: ``unknown_agent``, ``agent_disabled``, ``agent_offline``,
+        ``conversation_closed``, ``same_agent`` and ``conflict``.
+        """
+        target = self.store.get_account(to)
+        if target is None:
+            raise NotFound(f"没有名为 {to[:64]} 的客服", code="unknown_agent")
+        if target.disabled:
+            raise Conflict(
+                f"客服 {target.display_name} 已被停用", code="agent_disabled"
+            )
+        if not self.hub.is_agent_online(target.username):
+            raise Conflict(f"客服 {target.display_name} 不在线", code="agent_offline")
+        before = await self._hot(conversation_id)
+        force = account.role == "admin"
+
+        def change(conversation: Conversation) -> None:
+            if conversation.state == "closed":
+                raise Conflict("会话已结束，无法转接", code="conversation_closed")
+            if conversation.agent == target.username:
+                raise Conflict(
+                    f"会话已由 {target.display_name} 接待", code="same_agent"
+                )
+            if conversation.agent not in (None, account.username) and not force:
+                raise Conflict(f"已由 {conversation.agent_name} 接待")
+            conversation.state = "assigned"
+            conversation.agent = target.username
+            conversation.agent_name = target.display_name
+
+        conversation = await self.store.update_conversation(conversation_id, change)
+        await self.post(
+            conversation_id, "system", f"客服 {target.display_name} 为您服务"
+        )
+        conversation = self.store.get_conversation(conversation_id) or conversation
+        self.publish_state(conversation)
+        log.info(
+            "conversation %s handed from %s to %s by %s",
+            conversation_id,
+            before.agent or "-",
+            target.username,
+            account.username,
+        )
+        frame = {
+            "type": "transferred",
+            "conversation_id": conversation_id,
+            "from": account.username,
+            "from_name": account.display_name,
+            "to": target.username,
+            "to_name": target.display_name,
+            "previous": before.agent,
+            "conversation": self.summary(conversation),
+        }
+        for username in {target.username, account.username, before.agent}:
+            if username is not None:
+                self.hub.to_agents(frame, only=username)
+        return conversation
+
+    async def add_note(
+        self, conversation_id: str, account: Account, client_id: str, text: str
+    ) -> NoteAdded:
+        """An agent's internal note: stored beside the conversation's
+        messages, sent to every agent and never to the visitor."""
+        note = Note(0, 0, 0, account.username, account.display_name, text, client_id)
+        added = await self.store.add_note(
+            conversation_id, note, MAX_NOTES, MAX_NOTE_CHARS
+        )
+        if not added.duplicate:
+            self.hub.to_agents(note_frame(conversation_id, added.note))
+        return added
 
     async def agent_message(
         self, conversation_id: str, account: Account, client_id: str, text: str

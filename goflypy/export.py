@@ -3,6 +3,10 @@
 Archived conversations are read straight from their frames, never restored,
 so an export changes nothing. Times stay UTC epoch milliseconds in JSONL;
 the transcript shows them as UTC dates.
+
+Agents' internal notes go only to the JSONL export, as rows of type
+``"note"`` marked ``"internal": true``; the transcript, which may be handed
+to the shopper, never holds them.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from datetime import UTC, datetime
 from typing import IO, Any
 
 from .errors import NotFound
-from .models import Conversation, Message
+from .models import Conversation, Message, Note
 from .store import Store
 
 SENDER_LABELS = {
@@ -96,11 +100,22 @@ def message_row(message: Message) -> dict[str, Any]:
     }
 
 
+def note_row(conversation_id: str, note: Note) -> dict[str, Any]:
+    """An internal note; marked so no tool mistakes it for a message."""
+    row = note.frame(conversation_id)
+    row.pop("client_id", None)
+    return {**row, "internal": True}
+
+
 def write_jsonl(
     out: IO[str], conversation: Conversation, messages: list[Message], archived: bool
 ) -> None:
     rows = [conversation_row(conversation, archived)] + [
         message_row(m) for m in messages
+    ]
+    rows += [
+        note_row(conversation.id, Note.from_record(record))
+        for record in conversation.notes
     ]
     for row in rows:
         out.write(json.dumps(row, ensure_ascii=False) + "\n")
@@ -109,6 +124,7 @@ def write_jsonl(
 def write_transcript(
     out: IO[str], conversation: Conversation, messages: list[Message]
 ) -> None:
+    """A printable transcript of what the shopper saw: no internal notes."""
     out.write(
         f"=== 会话 {conversation.id}  渠道 {conversation.channel}  "
         f"开始 {utc_text(conversation.created)} UTC ===\n"

@@ -90,6 +90,9 @@ class Hub:
     def online_agents(self) -> list[str]:
         return sorted(self._agents)
 
+    def is_agent_online(self, username: str) -> bool:
+        return bool(self._agents.get(username))
+
     def counts(self) -> dict[str, int]:
         """People online and open sockets by kind (sockets include pre-hello)."""
         return {

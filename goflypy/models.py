@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(slots=True)
@@ -52,6 +53,10 @@ class Conversation:
     preview: str = ""
     rating: int | None = None
     queued_at: int = 0
+    # Agents' internal notes (Note.record() dicts, oldest first). They live
+    # on the conversation record, outside the message sequence, so no
+    # visitor path (live, resume, history) ever reads them.
+    notes: list[dict[str, object]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -67,6 +72,50 @@ class Message:
     agent: str | None = None
     agent_name: str | None = None
     meta: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Note:
+    """An agent's internal note on a conversation; only agents ever see it.
+
+    ``id`` counts the conversation's notes from 1; ``after_seq`` is the
+    conversation's last message when the note was written, so a console can
+    place it in the thread.
+    """
+
+    id: int
+    ts: int
+    after_seq: int
+    agent: str
+    agent_name: str
+    text: str
+    client_id: str | None = None
+
+    def record(self) -> dict[str, object]:
+        """The note as stored inside its conversation record."""
+        return {name: getattr(self, name) for name in self.__slots__}
+
+    def frame(self, conversation_id: str) -> dict[str, Any]:
+        """The note as agents receive it (docs/protocol.md, "note")."""
+        frame: dict[str, Any] = {
+            "type": "note",
+            "conversation_id": conversation_id,
+            "id": self.id,
+            "ts": self.ts,
+            "after_seq": self.after_seq,
+            "agent": self.agent,
+            "agent_name": self.agent_name,
+            "text": self.text,
+        }
+        if self.client_id is not None:
+            frame["client_id"] = self.client_id
+        return frame
+
+    @classmethod
+    def from_record(cls, record: dict[str, object]) -> Note:
+        """A stored note, ignoring fields this version does not know."""
+        known = cls.__slots__
+        return cls(**{k: v for k, v in record.items() if k in known})  # type: ignore[arg-type]
 
 
 @dataclass(slots=True)

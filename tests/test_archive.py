@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from goflypy.errors import CorruptData
-from goflypy.models import Message
+from goflypy.models import Message, Note
 from goflypy.store import Store
 from goflypy.store.frames import HEADER, MAGIC, list_segments, scan_segment
 from goflypy.store.keys import id_bytes, now_ms
@@ -254,6 +254,52 @@ async def test_export_reads_archives_without_restoring(tmp_path: Path) -> None:
         assert id_bytes(cid)
 
 
+async def test_notes_archive_restore_and_export_only_as_internal(
+    tmp_path: Path,
+) -> None:
+    import io
+    import json
+
+    from goflypy.export import write_jsonl, write_transcript
+
+    secret = "内部备注：勿告诉顾客"
+    with Store(tmp_path) as store:
+        cid = await _conversation(store, 3)
+        added = await store.add_note(
+            cid, Note(0, 0, 0, "amy", "Amy", secret, "n1"), 10, 1000
+        )
+        assert (added.note.id, added.note.after_seq) == (1, 3)
+        hot = store.get_conversation(cid)
+        assert hot is not None and hot.last_seq == 3 and len(hot.notes) == 1
+
+        assert await asyncio.to_thread(_archive_all, store) == 1
+        archived = store.read_archived(cid)
+        assert archived is not None
+        assert [n["text"] for n in archived[0].notes] == [secret]
+        assert secret not in [m.text for m in archived[1]]
+
+        out, transcript = io.StringIO(), io.StringIO()
+        write_jsonl(out, archived[0], archived[1], True)
+        write_transcript(transcript, archived[0], archived[1])
+        rows = [json.loads(line) for line in out.getvalue().splitlines()]
+        notes = [row for row in rows if row.get("text") == secret]
+        assert len(notes) == 1
+        assert notes[0]["type"] == "note" and notes[0]["internal"] is True
+        assert notes[0]["agent"] == "amy" and notes[0]["after_seq"] == 3
+        assert [row["type"] for row in rows].count("message") == 3
+        assert secret not in transcript.getvalue()
+
+        # Restored with the conversation; numbering carries on.
+        assert await store.ensure_hot(cid)
+        back = store.get_conversation(cid)
+        assert back is not None and back.notes == hot.notes
+        again = await store.add_note(
+            cid, Note(0, 0, 0, "bob", "Bob", "第二条", "n1"), 10, 1000
+        )
+        assert again.note.id == 2 and not again.duplicate
+        assert [m.seq for m in store.list_messages(cid)] == [1, 2, 3]
+
+
 async def test_text_bytes_and_utc_ms_survive_every_path(tmp_path: Path) -> None:
     """Live, history, archive, restore and export keep str as str, bytes as
     bytes, and times as integer UTC epoch milliseconds."""
@@ -371,6 +417,7 @@ async def test_agent_actions_restore_an_archived_conversation_first(
     expected = {
         "claim": lambda f: f.get("conversation", {}).get("state") == "assigned",
         "message": lambda f: f["type"] == "ack",
+        "note": lambda f: f["type"] == "ack",
         "close": lambda f: f.get("conversation", {}).get("state") == "closed",
         "open": lambda f: f["type"] == "history",
     }
@@ -382,6 +429,8 @@ async def test_agent_actions_restore_an_archived_conversation_first(
             frame: dict[str, Any] = {"type": kind, "conversation_id": cid}
             if kind == "message":
                 frame.update(client_id="a1", text="您好，还在吗")
+            if kind == "note":
+                frame.update(client_id="n1", text="归档前后都在的备注")
             await agent.send_json(frame)
             while True:
                 answer = await _reply(agent, "history", "ack", "error", "conversation")
@@ -397,6 +446,7 @@ async def test_agent_actions_restore_an_archived_conversation_first(
             range(1, conversation.last_seq + 1)
         )
         assert "您好，还在吗" in [m["text"] for m in answer["messages"]]
+        assert [n["text"] for n in answer["notes"]] == ["归档前后都在的备注"]
         assert conversation.state == "closed"
     finally:
         await agent.close()

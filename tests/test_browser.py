@@ -22,6 +22,8 @@ Page = playwright_api.Page
 
 AGENT = "agent1"
 AGENT_PASSWORD = "S3cure-pass-1"
+SECOND_AGENT = "agent2"
+SECOND_AGENT_NAME = "小王"
 AGENT_NEW_PASSWORD = "S3cure-pass-2-changed"
 HOSTILE = "<img src=x onerror=alert(1)>"
 AGENT_REPLY = "您好，我来帮您看看 <b>不是粗体</b>"
@@ -49,6 +51,27 @@ def server(tmp_path: Path) -> Iterator[str]:
         AGENT_PASSWORD,
         data_dir=data_dir,
     )
+    with running_server(data_dir, "--demo") as base_url:
+        yield base_url
+
+
+@pytest.fixture
+def two_agent_server(tmp_path: Path) -> Iterator[str]:
+    """The demo server with a second agent, 小王, to hand chats to."""
+    data_dir = tmp_path / "data"
+    run_cli("init", data_dir=data_dir)
+    for username, extra in ((AGENT, ()), (SECOND_AGENT, ("--display-name", "小王"))):
+        run_cli(
+            "user",
+            "add",
+            username,
+            "--role",
+            "agent",
+            "--password",
+            AGENT_PASSWORD,
+            *extra,
+            data_dir=data_dir,
+        )
     with running_server(data_dir, "--demo") as base_url:
         yield base_url
 
@@ -91,9 +114,9 @@ def assert_complete_history(messages: list[tuple[int, str, str]]) -> None:
     )
 
 
-def sign_in(page: Page, base_url: str) -> None:
+def sign_in(page: Page, base_url: str, username: str = AGENT) -> None:
     page.goto(f"{base_url}/console/login")
-    page.locator("#username").fill(AGENT)
+    page.locator("#username").fill(username)
     page.locator("#password").fill(AGENT_PASSWORD)
     page.locator("#login-submit").click()
     page.wait_for_load_state()
@@ -295,3 +318,76 @@ def test_agent_inserts_a_canned_reply_with_a_slash_and_sends_it(
     reply = shopper.locator('.goflypy-msg[data-sender="agent"][data-seq] .bubble')
     expect(reply.last).to_have_text(text + "😊")
     expect(sent.last.locator(".bubble")).to_have_text(text + "😊")
+
+
+def test_agent_notes_then_hands_the_chat_to_another_agent(
+    two_agent_server: str, new_page
+) -> None:
+    server = two_agent_server
+    note = "老客户，上次投诉过物流 <img src=x onerror=alert(1)>"
+    shopper = new_page()
+    open_widget(shopper, server)
+    ask(shopper, "我要改地址")
+    shopper.locator("#goflypy-human").click()
+    expect(shopper.locator("#goflypy-status")).to_contain_text("排队中")
+
+    first, second = new_page(), new_page()
+    sign_in(first, server)
+    sign_in(second, server, SECOND_AGENT)
+    first.locator(".conv-item[data-id]").first.click()
+    first.locator("#claim").click()
+    expect(first.locator("#claim")).to_be_hidden()
+    box = first.locator("#reply-input")
+    box.fill("您好，我来帮您看看")
+    box.press("Enter")
+    reply = shopper.locator('.goflypy-msg[data-sender="agent"][data-seq] .bubble')
+    expect(reply.last).to_have_text("您好，我来帮您看看")
+
+    # An internal note: yellow, labelled, as text; the reply box goes back after.
+    first.locator("#note-toggle").click()
+    expect(first.locator("#note-toggle")).to_have_attribute("aria-pressed", "true")
+    box.fill(note)
+    box.press("Enter")
+    written = first.locator('#messages .msg[data-sender="note"]')
+    expect(written).to_have_count(1)
+    expect(written.locator(".note-label")).to_have_text("内部备注")
+    expect(written.locator(".bubble")).to_have_text(note)
+    expect(written).not_to_have_class(re.compile("pending"))
+    first.locator("#note-toggle").click()
+    box.fill("请稍等，我请同事帮您处理")
+    box.press("Enter")
+    expect(reply.last).to_have_text("请稍等，我请同事帮您处理")
+    expect(shopper.locator("#goflypy-panel")).not_to_contain_text("老客户")
+    expect(first.locator("#messages img")).to_have_count(0)
+
+    # Hand it to 小王, who is told and finds the chat and the note.
+    first.locator("#transfer").click()
+    first.locator(f'#transfer-menu button[data-username="{SECOND_AGENT}"]').click()
+    expect(shopper.locator("#goflypy-status")).to_contain_text(SECOND_AGENT_NAME)
+    expect(first.locator("#transfer")).to_be_hidden()
+    expect(first.locator("#claim")).to_contain_text(SECOND_AGENT_NAME)
+
+    notice = second.locator(".toast").filter(has_text="转接给您")
+    expect(notice).to_be_visible()
+    notice.click()
+    expect(second.locator("#mine-tab .count")).to_have_text("1")
+    thread = second.locator("#messages")
+    expect(thread.locator('.msg[data-sender="note"] .bubble')).to_have_text(note)
+    expect(thread.locator('.msg[data-sender="agent"] .bubble').last).to_have_text(
+        "请稍等，我请同事帮您处理"
+    )
+    expect(thread.locator('.msg[data-sender="visitor"]').first).to_contain_text(
+        "我要改地址"
+    )
+    expect(thread.locator("img")).to_have_count(0)
+    # The note sits after the message that was last when it was written.
+    senders = thread.locator(".msg").evaluate_all(
+        "els => els.map(e => e.dataset.sender)"
+    )
+    assert senders.index("note") < len(senders) - 1
+
+    # After a reload the shopper still sees no note.
+    shopper.reload()
+    shopper.locator("#goflypy-launcher").click()
+    expect(reply.last).to_have_text("请稍等，我请同事帮您处理")
+    expect(shopper.locator("#goflypy-panel")).not_to_contain_text("老客户")

@@ -13,9 +13,9 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from ..desk import message_frame
-from ..errors import GoflyError, NotFound, RateLimited, StorageFull
-from ..hub import Hub, encode
+from ..desk import Desk, message_frame, note_frames
+from ..errors import BadRequest, GoflyError, NotFound, RateLimited, StorageFull
+from ..hub import encode
 from ..identity import IdentityError
 from ..limits import TokenBucket
 from ..log import ws as log
@@ -36,6 +36,8 @@ from .sockets import CLOSE_GRACE_S, PingPolicy, SocketPeer, VisitorPeer
 CHANNELS = ("web", "app", "miniapp", "h5")
 MAX_CLIENT_ID = 64
 MAX_PAGE = 1000
+# Longest username a transfer frame may name.
+MAX_USERNAME = 64
 # Conversations one agent socket may have frames in progress for.
 MAX_CONVERSATIONS_IN_FLIGHT = 64
 # Closed and archived conversations sent per "past" frame.
@@ -584,15 +586,27 @@ async def agent_ws(request: web.Request) -> web.WebSocketResponse:
         hub.socket_closed("agent", session.peer)
         await session.peer.stop()
         if hub.leave_agent(account.username, session.peer):
-            _announce_agents(hub)
+            _announce_agents(session.desk)
         _count_close(request, ws, error_code)
         log.info("agent %s disconnected", account.username)
     return ws
 
 
-def _announce_agents(hub: Hub) -> None:
+def _agent_names(desk: Desk) -> dict[str, str]:
+    """Display names of the agents online, by username."""
+    names = {}
+    for username in desk.hub.online_agents():
+        account = desk.store.get_account(username)
+        names[username] = account.display_name if account else username
+    return names
+
+
+def _announce_agents(desk: Desk) -> None:
     """Agent presence changed: every console learns who is online."""
-    hub.to_agents({"type": "agents", "online": hub.online_agents()})
+    hub = desk.hub
+    hub.to_agents(
+        {"type": "agents", "online": hub.online_agents(), "names": _agent_names(desk)}
+    )
 
 
 class AgentSession:
@@ -623,6 +637,7 @@ class AgentSession:
                     "role": account.role,
                 },
                 "agents_online": hub.online_agents(),
+                "agent_names": _agent_names(self.desk),
                 "conversations": [
                     self.desk.summary(c)
                     for c in self.desk.store.list_open_conversations()
@@ -630,7 +645,7 @@ class AgentSession:
             }
         )
         if came_online:
-            _announce_agents(hub)
+            _announce_agents(self.desk)
 
     async def dispatch(self, frame: dict[str, Any]) -> None:
         """Run a frame; frames about one conversation run in order.
@@ -688,7 +703,16 @@ class AgentSession:
         if kind == "past":
             self._send_past(frame)
             return
-        if kind not in ("open", "claim", "message", "typing", "read", "close"):
+        if kind not in (
+            "open",
+            "claim",
+            "message",
+            "note",
+            "transfer",
+            "typing",
+            "read",
+            "close",
+        ):
             raise FrameError("unknown_type", f"unknown frame type {kind[:32]!r}")
 
         # An archived conversation comes back first; on a full disk it stays
@@ -701,6 +725,15 @@ class AgentSession:
             await desk.claim(conversation.id, self.account)
         elif kind == "message":
             await self._message(conversation, frame)
+        elif kind == "note":
+            await self._note(conversation, frame)
+        elif kind == "transfer":
+            to = field(frame, "to", str)
+            if not 1 <= len(to) <= MAX_USERNAME:
+                raise FrameError(
+                    "bad_frame", f"'to' must be 1 to {MAX_USERNAME} characters"
+                )
+            await desk.transfer(conversation.id, self.account, to)
         elif kind == "typing":
             desk.typing_from_agent(conversation, self.account)
         elif kind == "read":
@@ -721,6 +754,7 @@ class AgentSession:
                     message_frame(m)
                     for m in self.desk.store.read_messages(conversation.id)
                 ],
+                "notes": note_frames(conversation),
                 "archived": self.desk.store.get_conversation(conversation.id) is None,
             }
         )
@@ -764,5 +798,34 @@ class AgentSession:
                 "conversation_id": conversation.id,
                 "seq": message.seq,
                 "ts": message.ts,
+            }
+        )
+
+    async def _note(self, conversation: Conversation, frame: dict[str, Any]) -> None:
+        """An internal note: checked and limited like a reply, acked with
+        its ``note_id``; it never reaches the visitor."""
+        client_id = client_id_of(frame)
+        try:
+            text = message_text(frame, self.config.max_message_chars)
+        except FrameError as exc:
+            exc.extra["client_id"] = client_id
+            raise
+        retry = self.limits.agent.check(self.account.username)
+        if retry:
+            raise RateLimited("too many messages", retry_after_ms=retry)
+        try:
+            added = await self.desk.add_note(
+                conversation.id, self.account, client_id, text
+            )
+        except (StorageFull, BadRequest) as exc:
+            raise FrameError(exc.code, exc.message, client_id=client_id) from None
+        note = added.note
+        self.peer.send_frame(
+            {
+                "type": "ack",
+                "client_id": client_id,
+                "conversation_id": conversation.id,
+                "note_id": note.id,
+                "ts": note.ts,
             }
         )

@@ -24,6 +24,11 @@ Visitors and conversations (conversations.py)
         Gives the message the next seq; a repeated (scope, client_id)
         returns the first stored message with ``duplicate`` set.
     list_messages(id, after_seq=0, limit=None) -> list[Message]     inline
+    add_note(id, note, max_notes, max_chars) -> NoteAdded            async
+        An agent's internal note, kept in the conversation record (so it
+        archives and restores with it) and never in the message sequence;
+        a repeated (agent, client_id) returns the first note stored.
+        BadRequest ``notes_full`` past either limit.
 
 Accounts, sessions, meta (accounts.py)
     get_account, list_accounts, count_accounts                       inline
@@ -103,7 +108,7 @@ from typing import Any
 
 from .accounts import AccountStore
 from .archive import ArchiveEntry, ArchiveResult, ArchiveStore, ConversationRef
-from .conversations import Appended, ConversationStore
+from .conversations import Appended, ConversationStore, NoteAdded
 from .crypto import Codec, Keyring, Sm4Gcm, key_check, load_keyring, verify_keys
 from .env import Env
 from .faq import FaqStore
@@ -127,6 +132,7 @@ __all__ = [
     "ConversationRef",
     "DictWord",
     "Keyring",
+    "NoteAdded",
     "Store",
     "SynonymGroup",
     "Unanswered",

@@ -9,8 +9,8 @@ from typing import TypeVar
 
 import lmdb
 
-from ..errors import Conflict, NotFound
-from ..models import Conversation, Message, Visitor
+from ..errors import BadRequest, Conflict, NotFound
+from ..models import Conversation, Message, Note, Visitor
 from .crypto import Codec
 from .env import Env
 from .keys import (
@@ -38,6 +38,16 @@ class Appended:
     conversation: Conversation
     duplicate: bool
     reopened: bool = False
+
+
+@dataclass(slots=True)
+class NoteAdded:
+    """What add_note did: the note, the conversation after it, and whether
+    the agent's client id had been stored before (nothing new was written)."""
+
+    note: Note
+    conversation: Conversation
+    duplicate: bool
 
 
 def _get(
@@ -328,6 +338,53 @@ class ConversationStore:
             _put_conversation(txn, dbs, conversation, codec)
             reopened = was_closed and conversation.state != "closed"
             return Appended(message, conversation, False, reopened)
+
+        return await self._write_hot(conversation_id, job)
+
+    # Internal notes
+
+    async def add_note(
+        self,
+        conversation_id: str,
+        note: Note,
+        max_notes: int,
+        max_chars: int,
+    ) -> NoteAdded:
+        """Store an agent's internal note on a conversation; durable on return.
+
+        The note goes into the conversation record, never into the message
+        sequence: ``last_seq`` and every visitor read are untouched. A note
+        whose (agent, client id) was stored before returns that note and
+        writes nothing. BadRequest ``notes_full`` past ``max_notes`` notes or
+        ``max_chars`` characters of notes in one conversation.
+        """
+        dbs = self.env.dbs
+        codec = self.codec
+        key = id_bytes(conversation_id)
+
+        def job(txn: lmdb.Transaction) -> NoteAdded:
+            conversation = _get(txn, dbs["conv"], Conversation, key, codec)
+            if conversation is None:
+                raise NotFound("no such conversation")
+            assert isinstance(conversation, Conversation)
+            stored = [Note.from_record(record) for record in conversation.notes]
+            if note.client_id is not None:
+                for earlier in stored:
+                    if (earlier.agent, earlier.client_id) == (
+                        note.agent,
+                        note.client_id,
+                    ):
+                        return NoteAdded(earlier, conversation, True)
+            used = sum(len(earlier.text) for earlier in stored)
+            if len(stored) >= max_notes or used + len(note.text) > max_chars:
+                raise BadRequest("这个会话的备注已达上限", code="notes_full")
+            note.id = len(stored) + 1
+            note.ts = max(note.ts, now_ms())
+            note.after_seq = conversation.last_seq
+            conversation.notes.append(note.record())
+            conversation.updated = note.ts
+            _put_conversation(txn, dbs, conversation, codec)
+            return NoteAdded(note, conversation, False)
 
         return await self._write_hot(conversation_id, job)
 

@@ -1,5 +1,6 @@
 // The agent console: one page, one socket (/ws/agent, see docs/protocol.md).
 // Every piece of visitor or agent text is inserted with textContent.
+// Internal notes (备注) travel only on this socket: the visitor never gets them.
 
 import {
   beep,
@@ -36,7 +37,11 @@ const state = {
   openId: null,
   openSummary: null,
   seen: new Set(), // seqs shown in the open conversation
-  pending: new Map(), // client_id -> {convId, text, el}
+  seenNotes: new Set(), // note ids shown in the open conversation
+  pending: new Map(), // client_id -> {convId, text, el, kind: "message" | "note"}
+  online: [], // usernames of the agents online
+  agentNames: {}, // username -> display name, for the agents online
+  noteMode: false, // the reply box writes an internal note
   socket: null,
   connected: false,
   attempt: 0,
@@ -59,12 +64,17 @@ const els = {
   name: $("#conv-name"),
   stateTag: $("#conv-state"),
   claim: $("#claim"),
+  transfer: $("#transfer"),
+  transferMenu: $("#transfer-menu"),
+  transferList: $("#transfer-list"),
+  transferEmpty: $("#transfer-empty"),
   close: $("#close-conv"),
   messages: $("#messages"),
   typing: $("#typing"),
   form: $("#reply-form"),
   input: $("#reply-input"),
   send: $("#reply-send"),
+  noteToggle: $("#note-toggle"),
   cannedOpen: $("#canned-open"),
   info: $("#visitor-info"),
   toasts: $("#toasts"),
@@ -156,6 +166,8 @@ function openConversation(id) {
   if (state.openId !== id) {
     state.openId = id;
     state.seen = new Set();
+    state.seenNotes = new Set();
+    hideTransferMenu();
     els.messages.replaceChildren();
     suggestions.clear();
     canned.close();
@@ -183,11 +195,73 @@ function renderPaneHead() {
   els.claim.disabled = takenByOther;
   els.claim.textContent = takenByOther ? `已由 ${conv.agent_name || conv.agent} 接入` : "接入";
   els.close.hidden = closed;
-  els.input.disabled = closed;
-  els.send.disabled = closed;
+  els.transfer.hidden = !canTransfer(conv);
+  if (els.transfer.hidden) hideTransferMenu();
+  // Notes may still be written on a closed conversation; replies may not.
+  const writable = !closed || state.noteMode;
+  els.input.disabled = !writable;
+  els.send.disabled = !writable;
   els.cannedOpen.disabled = closed;
   if (closed) canned.close();
-  els.input.placeholder = closed ? "会话已结束" : "输入回复，Enter 发送，Shift+Enter 换行，/ 快捷回复";
+  renderReplyMode(closed);
+}
+
+function renderReplyMode(closed = state.openSummary?.state === "closed") {
+  els.noteToggle.setAttribute("aria-pressed", String(state.noteMode));
+  els.form.classList.toggle("note-mode", state.noteMode);
+  els.send.textContent = state.noteMode ? "添加备注" : "发送";
+  if (state.noteMode) {
+    els.input.placeholder = "内部备注：只有客服能看到，访客看不到。Enter 保存";
+  } else {
+    els.input.placeholder = closed ? "会话已结束" : "输入回复，Enter 发送，Shift+Enter 换行，/ 快捷回复";
+  }
+}
+
+// ---- transfer to another agent ----------------------------------------------
+
+// Its agent may hand a conversation on, anyone an unassigned one, an admin any.
+function canTransfer(conv) {
+  if (!conv || conv.state === "closed") return false;
+  return !conv.agent || conv.agent === me.username || me.role === "admin";
+}
+
+function agentLabel(username) {
+  const name = state.agentNames[username];
+  return name && name !== username ? `${name}（${username}）` : username;
+}
+
+function renderTransferMenu() {
+  const conv = state.openSummary;
+  const targets = state.online.filter((u) => u !== me.username && u !== conv?.agent);
+  const items = targets.map((username) => {
+    const li = el("li");
+    const button = el("button", null, agentLabel(username));
+    button.type = "button";
+    button.dataset.username = username;
+    button.addEventListener("click", () => {
+      if (state.openId) sendFrame({ type: "transfer", conversation_id: state.openId, to: username });
+      hideTransferMenu();
+    });
+    li.append(button);
+    return li;
+  });
+  els.transferList.replaceChildren(...items);
+  els.transferEmpty.hidden = items.length > 0;
+}
+
+function hideTransferMenu() {
+  els.transferMenu.hidden = true;
+  els.transfer.setAttribute("aria-expanded", "false");
+}
+
+function toggleTransferMenu() {
+  if (!els.transferMenu.hidden) {
+    hideTransferMenu();
+    return;
+  }
+  renderTransferMenu();
+  els.transferMenu.hidden = false;
+  els.transfer.setAttribute("aria-expanded", "true");
 }
 
 function renderVisitor(visitor, conv) {
@@ -256,9 +330,40 @@ function showMessage(msg) {
   if (msg.sender === "visitor") hideTyping();
 }
 
+function buildNote(note) {
+  const li = el("li", "msg note");
+  li.dataset.sender = "note";
+  const meta = el("div", "meta");
+  meta.append(
+    el("span", "note-label", "内部备注"),
+    el("span", "who", note.agent_name || note.agent || me.display_name),
+    el("time", "when", formatTime(note.ts)),
+  );
+  li.append(meta, el("div", "bubble", note.text));
+  return li;
+}
+
+// A note sits after the message that was last when it was written.
+function showNote(note) {
+  if (typeof note.id !== "number" || state.seenNotes.has(note.id)) return;
+  state.seenNotes.add(note.id);
+  const item = note.client_id && state.pending.get(note.client_id);
+  if (item && item.kind === "note" && note.agent === me.username) {
+    item.el.remove();
+    state.pending.delete(note.client_id);
+  }
+  const stick = nearBottom();
+  const node = buildNote(note);
+  node.dataset.noteId = String(note.id);
+  insertBySeq(node, (note.after_seq || 0) + 0.5);
+  if (stick || note.agent === me.username) scrollToEnd();
+}
+
+// Messages are placed by seq, notes between two seqs; pending ones stay last.
 function insertBySeq(node, seq) {
+  node.dataset.order = String(seq);
   for (const other of els.messages.children) {
-    if (other.classList.contains("pending") || Number(other.dataset.seq) > seq) {
+    if (other.classList.contains("pending") || Number(other.dataset.order) > seq) {
       els.messages.insertBefore(node, other);
       return;
     }
@@ -301,11 +406,14 @@ function onWelcome(frame) {
   state.attempt = 0;
   showConn("online", "已连接");
   state.convs = new Map((frame.conversations || []).map((c) => [c.id, c]));
+  onAgents({ online: frame.agents_online, names: frame.agent_names });
   renderList();
   if (state.tab === "past") sendFrame({ type: "past" });
   if (state.openId) openConversation(state.openId);
   for (const [clientId, item] of state.pending) {
-    sendFrame({ type: "message", conversation_id: item.convId, client_id: clientId, text: item.text });
+    // A note is resent as a note, never as a message the visitor would see.
+    const type = item.kind === "note" ? "note" : "message";
+    sendFrame({ type, conversation_id: item.convId, client_id: clientId, text: item.text });
   }
 }
 
@@ -368,6 +476,7 @@ function onHistory(frame) {
   if (past && !frame.archived) past.archived = false;
   renderVisitor(frame.visitor || {}, conv || {});
   for (const msg of frame.messages || []) showMessage(msg);
+  for (const note of frame.notes || []) showNote(note);
   scrollToEnd();
   renderList();
   if (conv && !frame.archived) markRead(conv.id, conv.last_seq);
@@ -430,6 +539,17 @@ function onAck(frame) {
   const item = state.pending.get(frame.client_id);
   if (!item) return;
   state.pending.delete(frame.client_id);
+  if (item.kind === "note") {
+    // The note frame itself normally came first and replaced the pending one.
+    if (item.convId !== state.openId || state.seenNotes.has(frame.note_id)) {
+      item.el.remove();
+      return;
+    }
+    state.seenNotes.add(frame.note_id);
+    item.el.classList.remove("pending");
+    item.el.dataset.noteId = String(frame.note_id);
+    return;
+  }
   if (item.convId !== state.openId || state.seen.has(frame.seq)) {
     item.el.remove();
     return;
@@ -448,6 +568,12 @@ const ERROR_TEXT = {
   bad_text: "消息不能为空",
   rate_limited: "发送太频繁，请稍后再试",
   storage_full: "服务器暂时无法保存消息，请稍后再试",
+  unknown_agent: "没有这个客服，无法转接",
+  agent_disabled: "该客服已被停用，无法转接",
+  agent_offline: "该客服已下线，无法转接",
+  conversation_closed: "会话已结束，无法转接",
+  same_agent: "会话已由该客服接待",
+  notes_full: "这个会话的备注已达上限",
 };
 
 function onError(frame) {
@@ -457,6 +583,35 @@ function onError(frame) {
     const item = state.pending.get(frame.client_id);
     item.el.classList.add("failed");
     state.pending.delete(frame.client_id);
+  }
+}
+
+function onNote(frame) {
+  if (frame.conversation_id === state.openId) showNote(frame);
+}
+
+function onAgents(frame) {
+  state.online = frame.online || [];
+  state.agentNames = frame.names || {};
+  if (!els.transferMenu.hidden) renderTransferMenu();
+}
+
+function onTransferred(frame) {
+  const conv = frame.conversation;
+  if (!conv || !conv.id) return;
+  if (conv.state !== "closed") state.convs.set(conv.id, conv);
+  if (conv.id === state.openId) {
+    state.openSummary = conv;
+    renderPaneHead();
+  }
+  renderList();
+  const visitor = conv.visitor_name || "访客";
+  if (frame.to === me.username && frame.from !== me.username) {
+    alertAgent(conv, "转接给您的会话", `${frame.from_name || frame.from} 将 ${visitor} 转接给您`);
+  } else if (frame.from === me.username) {
+    toast(els.toasts, { title: "已转接", body: `${visitor} 已转接给 ${frame.to_name || frame.to}` });
+  } else if (frame.previous === me.username) {
+    toast(els.toasts, { title: "会话已转出", body: `${visitor} 已由 ${frame.from_name || frame.from} 转接给 ${frame.to_name || frame.to}` });
   }
 }
 
@@ -478,6 +633,9 @@ const HANDLERS = {
   past: onPast,
   ack: onAck,
   error: onError,
+  note: onNote,
+  agents: onAgents,
+  transferred: onTransferred,
   typing: (frame) => {
     if (frame.conversation_id === state.openId && frame.sender === "visitor") showTyping();
   },
@@ -580,20 +738,31 @@ function sendReply() {
   state.lastTypingSent = 0;
 
   const clientId = newClientId();
-  const node = buildMessage({ sender: "agent", text, agent_name: me.display_name, ts: Date.now() });
+  const kind = state.noteMode ? "note" : "message";
+  const node =
+    kind === "note"
+      ? buildNote({ text, agent: me.username, agent_name: me.display_name, ts: Date.now() })
+      : buildMessage({ sender: "agent", text, agent_name: me.display_name, ts: Date.now() });
   node.classList.add("pending");
   node.dataset.clientId = clientId;
   els.messages.append(node);
   scrollToEnd();
-  state.pending.set(clientId, { convId, text, el: node });
-  sendFrame({ type: "message", conversation_id: convId, client_id: clientId, text });
+  state.pending.set(clientId, { convId, text, el: node, kind });
+  sendFrame({ type: kind, conversation_id: convId, client_id: clientId, text });
+  els.input.focus();
+}
+
+function setNoteMode(on) {
+  state.noteMode = on;
+  renderPaneHead();
+  renderReplyMode();
   els.input.focus();
 }
 
 // At most one typing frame per TYPING_EVERY_MS; keystrokes inside the window
 // are reported once it ends, so a short burst still reaches the visitor.
 function signalTyping() {
-  if (state.typingSendTimer) return;
+  if (state.typingSendTimer || state.noteMode) return; // a note is not for the visitor
   const wait = state.lastTypingSent + TYPING_EVERY_MS - Date.now();
   if (wait > 0) {
     state.typingSendTimer = setTimeout(() => {
@@ -622,6 +791,14 @@ for (const button of document.querySelectorAll("[data-tab]")) {
 els.claim.addEventListener("click", () => {
   if (state.openId) sendFrame({ type: "claim", conversation_id: state.openId });
 });
+els.transfer.addEventListener("click", toggleTransferMenu);
+document.addEventListener("click", (event) => {
+  if (!els.transferMenu.hidden && !event.target.closest(".transfer-wrap")) hideTransferMenu();
+});
+document.addEventListener("keydown", (event) => {
+  if (event.key === "Escape") hideTransferMenu();
+});
+els.noteToggle.addEventListener("click", () => setNoteMode(!state.noteMode));
 els.close.addEventListener("click", () => {
   if (state.openId) sendFrame({ type: "close", conversation_id: state.openId });
 });
