@@ -28,6 +28,8 @@ from .store import Appended, ConversationRef, NoteAdded, Store
 from .store.keys import now_ms
 
 HANDOFF_ACTIONS = ("handoff", "human")
+# What the shopper is told when the conversation joins the agents' queue.
+QUEUE_NOTICE = "正在为您转接人工客服，请稍候。"
 # Internal notes one conversation may hold, in number and in characters;
 # they travel inside the conversation record, so both stay modest.
 MAX_NOTES = 100
@@ -256,9 +258,7 @@ class Desk:
         conversation = await self.store.update_conversation(conversation_id, change)
         if before is not None and before.state != conversation.state:
             if announce:
-                await self.post(
-                    conversation_id, "system", "正在为您转接人工客服，请稍候。"
-                )
+                await self.post(conversation_id, "system", QUEUE_NOTICE)
             if not self.hub.online_agents() and self.config.offline_text:
                 # The queue doubles as a message box until someone signs in.
                 await self.post(conversation_id, "system", self.config.offline_text)
@@ -446,16 +446,21 @@ class Desk:
     ) -> Conversation:
         """Assign a conversation to ``account``; Conflict if someone else has it."""
 
+        # Who held it, read inside the write: a racing claim or transfer
+        # must not make both sides greet the shopper.
+        held_by: list[str | None] = []
+
         def change(conversation: Conversation) -> None:
+            held_by[:] = [conversation.agent]
             if conversation.agent not in (None, account.username) and not force:
                 raise Conflict(f"已由 {conversation.agent_name} 接待")
             conversation.state = "assigned"
             conversation.agent = account.username
             conversation.agent_name = account.display_name
 
-        before = await self._hot(conversation_id)
+        await self._hot(conversation_id)
         conversation = await self.store.update_conversation(conversation_id, change)
-        if before.agent != account.username:
+        if held_by[0] != account.username:
             await self.post(
                 conversation_id, "system", f"客服 {account.display_name} 为您服务"
             )
@@ -484,10 +489,13 @@ class Desk:
             )
         if not self.hub.is_agent_online(target.username):
             raise Conflict(f"客服 {target.display_name} 不在线", code="agent_offline")
-        before = await self._hot(conversation_id)
+        await self._hot(conversation_id)
         force = account.role == "admin"
+        # Who held it, read inside the write (see ``claim``).
+        held_by: list[str | None] = []
 
         def change(conversation: Conversation) -> None:
+            held_by[:] = [conversation.agent]
             if conversation.state == "closed":
                 raise Conflict("会话已结束，无法转接", code="conversation_closed")
             if conversation.agent == target.username:
@@ -509,7 +517,7 @@ class Desk:
         log.info(
             "conversation %s handed from %s to %s by %s",
             conversation_id,
-            before.agent or "-",
+            held_by[0] or "-",
             target.username,
             account.username,
         )
@@ -520,10 +528,10 @@ class Desk:
             "from_name": account.display_name,
             "to": target.username,
             "to_name": target.display_name,
-            "previous": before.agent,
+            "previous": held_by[0],
             "conversation": self.summary(conversation),
         }
-        for username in {target.username, account.username, before.agent}:
+        for username in {target.username, account.username, held_by[0]}:
             if username is not None:
                 self.hub.to_agents(frame, only=username)
         return conversation

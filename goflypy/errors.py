@@ -56,9 +56,17 @@ class RateLimited(GoflyError):
     status = 429
     code = "rate_limited"
 
-    def __init__(self, message: str = "", *, retry_after_ms: int = 1000) -> None:
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        retry_after_ms: int = 1000,
+        client_id: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.retry_after_ms = retry_after_ms
+        # The refused message or note, when a socket frame named one.
+        self.client_id = client_id
 
 
 class StoreError(GoflyError):

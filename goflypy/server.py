@@ -20,7 +20,7 @@ from .archiver import Archiver
 from .config import Config
 from .desk import Desk
 from .errors import GoflyError
-from .handlers import agent, canned, kb, ops, visitor, ws
+from .handlers import agent, canned, kb, ops, reports, visitor, ws
 from .handlers.common import (
     APP_CONFIG,
     APP_DESK,
@@ -300,6 +300,8 @@ def _add_kb_routes(app: web.Application) -> None:
     canned replies."""
     router = app.router
     router.add_get("/console/kb", kb.kb_page)
+    router.add_get("/console/reports", reports.reports_page)
+    router.add_get("/api/reports", reports.reports_api)
     router.add_get("/api/kb/entries", kb.list_entries)
     router.add_post("/api/kb/entries", kb.create_entry)
     router.add_get("/api/kb/entries/{faq_id}", kb.get_entry)

@@ -222,3 +222,24 @@ def _replace_import_asks_first(admin: Page, server: str, tmp_path: Path) -> None
     expect(admin.locator("#kb-notice")).to_contain_text("已导入 1 条，删除 48 条")
     admin.locator('[data-kb-tab="entries"]').click()
     expect(total).to_contain_text("知识库 1 条")
+
+
+def test_admin_sees_report_cards_and_an_svg_chart(server: str, new_page) -> None:
+    admin = new_page()
+    sign_in(admin, server, "/console/kb")
+    admin.locator("#reports-link").click()
+    expect(admin).to_have_url(re.compile(r"/console/reports$"))
+    cards = admin.locator("#reports-cards .report-card")
+    expect(cards).to_have_count(6)
+    expect(cards.first).to_contain_text("新会话")
+    chart = admin.locator("#chart-conversations svg.chart")
+    expect(chart).to_be_visible()
+    expect(chart.locator("rect.bar")).to_have_count(14)  # 7 days, 2 series
+    expect(admin.locator("#chart-answer-rate svg.chart")).to_be_visible()
+    expect(admin.locator("#reports-daily tbody tr")).to_have_count(7)
+    expect(admin.locator(f'#reports-agents tr[data-agent="{ADMIN}"]')).to_have_count(1)
+
+    admin.locator('[data-days="30"]').click()
+    expect(admin.locator("body")).to_have_attribute("data-loaded", "30")
+    expect(admin.locator("#reports-daily tbody tr")).to_have_count(30)
+    expect(admin.locator("#reports-notice")).to_be_hidden()

@@ -340,4 +340,6 @@ async def test_notes_share_the_agents_message_rate(make_client: Any) -> None:
         answer = await outcome(amy)
         kinds.append(answer.get("code", answer["type"]))
     assert kinds == ["ack"] * 20 + ["rate_limited"]
+    # The refusal names the note, so the console can mark it failed.
+    assert answer["client_id"] == "n20" and answer["retry_after_ms"] > 0
     await amy.close()

@@ -136,6 +136,8 @@ def error_frame(exc: FrameError | GoflyError) -> dict[str, Any]:
         frame.update(exc.extra)
     if isinstance(exc, RateLimited):
         frame["retry_after_ms"] = exc.retry_after_ms
+        if exc.client_id is not None:
+            frame["client_id"] = exc.client_id
     return frame
 
 
@@ -777,10 +779,12 @@ class AgentSession:
 
     async def _message(self, conversation: Conversation, frame: dict[str, Any]) -> None:
         client_id = client_id_of(frame)
-        text = message_text(frame, self.config.max_message_chars)
-        retry = self.limits.agent.check(self.account.username)
-        if retry:
-            raise RateLimited("too many messages", retry_after_ms=retry)
+        try:
+            text = message_text(frame, self.config.max_message_chars)
+        except FrameError as exc:
+            exc.extra["client_id"] = client_id
+            raise
+        self._check_rate(client_id)
         started = time.perf_counter()
         try:
             appended = await self.desk.agent_message(
@@ -801,6 +805,14 @@ class AgentSession:
             }
         )
 
+    def _check_rate(self, client_id: str) -> None:
+        """Refuse a reply or note past the agent's rate, naming its client id."""
+        retry = self.limits.agent.check(self.account.username)
+        if retry:
+            raise RateLimited(
+                "too many messages", retry_after_ms=retry, client_id=client_id
+            )
+
     async def _note(self, conversation: Conversation, frame: dict[str, Any]) -> None:
         """An internal note: checked and limited like a reply, acked with
         its ``note_id``; it never reaches the visitor."""
@@ -810,9 +822,7 @@ class AgentSession:
         except FrameError as exc:
             exc.extra["client_id"] = client_id
             raise
-        retry = self.limits.agent.check(self.account.username)
-        if retry:
-            raise RateLimited("too many messages", retry_after_ms=retry)
+        self._check_rate(client_id)
         try:
             added = await self.desk.add_note(
                 conversation.id, self.account, client_id, text

@@ -79,6 +79,10 @@ Archive (archive.py, upkeep.py; frames.py holds the file format)
     list_history(limit, before) -> [ConversationRef]                 inline
         Closed and archived conversations, newest first.
     archive_entry(id) -> ArchiveEntry | None, iter_archive()         inline
+    activity_since(since_ms) -> Activity                             inline
+        One read snapshot for reports: hot conversations touched since
+        then with their messages since then, and the index entries of
+        archived conversations started since then (no frame is read).
     read_archived(id) -> (Conversation, [Message]) | None            blocking
     restore_blocking(id) -> bool                                     blocking
     find_idle(idle_before_ms, limit, is_busy) -> [key]               blocking

@@ -79,6 +79,19 @@ class ConversationRef:
     archived: bool
 
 
+@dataclass(slots=True)
+class Activity:
+    """What one read snapshot holds of a period, for reports.
+
+    ``conversations``: every hot conversation touched since the start, with
+    its messages sent since then (oldest first). ``archived``: index entries
+    of archived conversations started since then (their frames are not read).
+    """
+
+    conversations: list[tuple[Conversation, list[Message]]]
+    archived: list[tuple[str, ArchiveEntry]]
+
+
 # Archived conversations kept decoded for read-only use (a full disk).
 _VIEW_CACHE_SIZE = 4
 
@@ -160,6 +173,47 @@ class ArchiveStore:
                 found.append((conv.id, conv.created, conv.updated, False))
         found += [(c, e.created, e.updated, True) for c, e in self.iter_archive()]
         return sorted(found, key=lambda row: row[1])
+
+    def activity_since(self, since_ms: int) -> Activity:
+        """Conversations and messages of the period from ``since_ms`` on, read
+        in one transaction (see Activity). Each conversation's messages are
+        read newest first and the walk stops at the first one older than the
+        period, so a long conversation costs only its recent part."""
+        dbs = self.env.dbs
+        codec = self.codec
+        hot: list[tuple[Conversation, list[Message]]] = []
+        archived: list[tuple[str, ArchiveEntry]] = []
+        with self.env.read() as txn:
+            messages = txn.cursor(db=dbs["msg"])
+            for key, value in txn.cursor(db=dbs["conv"]):
+                conv_key = bytes(key)
+                conversation = unpack_record(Conversation, codec.open(key, value))
+                if conversation.updated < since_ms:
+                    continue
+                recent: list[Message] = []
+                more = (
+                    messages.prev()
+                    if messages.set_range(conv_key + b"\xff" * 8)
+                    else messages.last()
+                )
+                while more and bytes(messages.key()[:16]) == conv_key:
+                    message = unpack_record(
+                        Message, codec.open(messages.key(), messages.value())
+                    )
+                    if message.ts < since_ms:
+                        break
+                    recent.append(message)
+                    more = messages.prev()
+                recent.reverse()
+                hot.append((conversation, recent))
+            cursor = txn.cursor(db=dbs["arch"])
+            more = cursor.set_range(max(0, since_ms).to_bytes(8, "big"))
+            while more:
+                entry = unpack_record(ArchiveEntry, cursor.value())
+                if entry.created >= since_ms:
+                    archived.append((id_hex(bytes(cursor.key())), entry))
+                more = cursor.next()
+        return Activity(hot, archived)
 
     def read_archived(
         self, conversation_id: str

@@ -173,6 +173,7 @@ function openConversation(id) {
     canned.close();
     hideTyping();
     els.input.value = "";
+    if (state.noteMode) setNoteMode(false); // a note is for this chat only
   }
   state.openSummary = state.convs.get(id) || state.openSummary;
   els.paneEmpty.hidden = true;
@@ -728,7 +729,8 @@ function newClientId() {
   return `a-${Date.now().toString(36)}-${rand}-${state.clientCounter}`;
 }
 
-function sendReply() {
+// ``asNote``: null follows the 备注 toggle; false always writes to the shopper.
+function sendReply(asNote = null) {
   const text = els.input.value.trim();
   const convId = state.openId;
   if (!text || !convId || els.input.disabled) return;
@@ -738,7 +740,7 @@ function sendReply() {
   state.lastTypingSent = 0;
 
   const clientId = newClientId();
-  const kind = state.noteMode ? "note" : "message";
+  const kind = (asNote === null ? state.noteMode : asNote) ? "note" : "message";
   const node =
     kind === "note"
       ? buildNote({ text, agent: me.username, agent_name: me.display_name, ts: Date.now() })
@@ -832,8 +834,9 @@ const suggestions = setupSuggestions({
     els.input.focus();
   },
   send(text) {
+    // The button says 发送: the answer goes to the shopper, even in note mode.
     els.input.value = text;
-    sendReply();
+    sendReply(false);
   },
 });
 
