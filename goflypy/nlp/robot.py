@@ -103,6 +103,15 @@ class Decision:
 
 
 @dataclass(slots=True)
+class _Query:
+    """One question as the search and the goods rules read it."""
+
+    raw: list[str]  # surface tokens
+    tokens: list[str]  # their canonical forms
+    goods: dict[str, frozenset[str]]  # Lexicon.members of the enriched tokens
+
+
+@dataclass(slots=True)
 class _State:
     """One consistent generation of embedder, index and entries."""
 
@@ -253,7 +262,8 @@ class Robot:
 
         state = self._state
         raw = self.lexicon.surface_tokens(text)
-        candidates = self._search(state, text, raw, TOP_CANDIDATES)
+        query = self._query(raw)
+        candidates = self._search(state, text, query, TOP_CANDIDATES)
         sibling = state.stats.sibling_term(raw)
         if sibling is not None:
             decision = Decision("handoff", HANDOFF_REPLY, None, 0.0, candidates)
@@ -261,7 +271,7 @@ class Robot:
         else:
             decision = self._choose(candidates, self.thresholds)
         if decision.action == "answer":
-            held_back = self._held_back(state, raw, candidates)
+            held_back = self._held_back(state, query, candidates)
             if held_back is not None:
                 decision = Decision(
                     "suggest", SUGGEST_REPLY, None, decision.score, candidates
@@ -280,7 +290,7 @@ class Robot:
         return decision
 
     def _held_back(
-        self, state: _State, raw: list[str], candidates: list[Candidate]
+        self, state: _State, query: _Query, candidates: list[Candidate]
     ) -> str | None:
         """Return why the best entry, good enough to answer, must not be.
 
@@ -291,8 +301,7 @@ class Robot:
         """
         if candidates[0].score >= _EXACT:
             return None
-        tokens = [self.lexicon.canonical(word) for word in raw]
-        asked = self.lexicon.members(self.lexicon.enrich(tokens))
+        tokens, asked = query.tokens, query.goods
         best = state.members.get(candidates[0].faq_id) or {}
         if asked and _other_goods(asked, best):
             return OTHER_GOODS
@@ -329,27 +338,32 @@ class Robot:
     def search(self, text: str, limit: int = TOP_CANDIDATES) -> list[Candidate]:
         """Return up to ``limit`` FAQ candidates for ``text``, best first."""
         raw = self.lexicon.surface_tokens(text)
-        return self._search(self._state, text, raw, limit)
+        return self._search(self._state, text, self._query(raw), limit)
 
-    def _search(
-        self, state: _State, text: str, raw: list[str], limit: int
-    ) -> list[Candidate]:
-        """Rank FAQ entries for ``text``, whose surface tokens are ``raw``."""
+    def _query(self, raw: list[str]) -> _Query:
+        """Read a question's surface tokens once for the search and the rules."""
         lexicon = self.lexicon
         tokens = [lexicon.canonical(word) for word in raw]
+        return _Query(raw, tokens, lexicon.members(lexicon.enrich(tokens)))
+
+    def _search(
+        self, state: _State, text: str, query: _Query, limit: int
+    ) -> list[Candidate]:
+        """Rank FAQ entries for ``text``, read as ``query``."""
+        lexicon = self.lexicon
+        raw, tokens, goods = query.raw, query.tokens, query.goods
         query_seq = sequence(tokens)
         query_len = len(query_seq)
-        goods = lexicon.members(lexicon.enrich(tokens))
         embedder = state.embedder
         matcher = Matcher(state.stats, lexicon.content_words(raw), lexicon.topics)
         best: dict[str, float] = {}
         pool = max(limit, RERANK_POOL)
         if isinstance(embedder, HashingEmbedder):  # see _exact
-            query = embedder.sparse(tokens, lexicon.topic_words(tokens))
-            if not query:
+            weights = embedder.sparse(tokens, lexicon.topic_words(tokens))
+            if not weights:
                 return []
             floor = 0.0
-            for faq_id, number, cosine in state.lexical.search(query, pool * 2):
+            for faq_id, number, cosine in state.lexical.search(weights, pool * 2):
                 # Rows come by falling cosine: once even full coverage cannot
                 # lift a row past the current top ``limit``, none later can.
                 if ceiling(cosine) <= floor:
