@@ -8,7 +8,7 @@ instead of stopping the robot.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NamedTuple
 
 from .display import clean
@@ -235,17 +235,33 @@ def usable_vocabulary(
         kept[word.word] = word.freq
     table = {**shipped, **accepted}
     canonical = _lookup(table)
-    graph = {topic: list(members) for topic, members in (shipped_rules or {}).items()}
     categories: dict[str, list[str]] = {}
+    for rule, problem in _fit_rules(rules, shipped_rules or {}, canonical):
+        if problem is not None:
+            log.warning("custom category rule skipped: %s", problem.message)
+        else:
+            categories[rule.topic] = list(rule.members)
+    return Vocabulary(accepted, kept, categories)
+
+
+def _fit_rules(
+    rules: Iterable[CategoryRule],
+    shipped_rules: dict[str, list[str]],
+    canonical: Callable[[str], str],
+) -> Iterator[tuple[CategoryRule, BadRequest | None]]:
+    """Each stored rule, oldest first, with why it doesn't fit (None: it does).
+
+    A rule that fits joins the graph the later ones are checked against.
+    """
+    graph = {topic: list(members) for topic, members in shipped_rules.items()}
     for rule in sorted(rules, key=lambda r: r.updated):
         try:
             check_rule_fits(rule, graph, canonical)
         except BadRequest as error:
-            log.warning("custom category rule skipped: %s", error.message)
+            yield rule, error
             continue
-        categories[rule.topic] = list(rule.members)
         graph.setdefault(rule.topic, []).extend(rule.members)
-    return Vocabulary(accepted, kept, categories)
+        yield rule, None
 
 
 # Category rules
@@ -314,15 +330,11 @@ def check_rules_keep_fitting(
     so the synonym group is refused instead.
     """
     canonical = _lookup({**shipped, **_table(groups)})
-    graph = {topic: list(members) for topic, members in shipped_rules.items()}
-    for rule in sorted(rules, key=lambda r: r.updated):
-        try:
-            check_rule_fits(rule, graph, canonical)
-        except BadRequest as error:
+    for rule, problem in _fit_rules(rules, shipped_rules, canonical):
+        if problem is not None:
             raise BadRequest(
-                f"这组同义词会让类别规则“{rule.topic}”失效：{error.message}"
-            ) from None
-        graph.setdefault(rule.topic, []).extend(rule.members)
+                f"这组同义词会让类别规则“{rule.topic}”失效：{problem.message}"
+            )
 
 
 def check_rule_fits(

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+import aiohttp_jinja2
 from aiohttp import web
 
 from ..config import Config
@@ -159,6 +160,26 @@ def require_admin(request: web.Request, *, changes: bool = False) -> Account:
     if changes:
         check_csrf(request, request.headers.get(CSRF_HEADER))
     return account
+
+
+def admin_page(request: web.Request, template: str) -> web.Response:
+    """Render an admins' console page, sending others where they belong.
+
+    Signed out: to the sign-in page and back; a password still to change:
+    to the password form; an agent: 403.
+    """
+    account = current_account(request)
+    if account is None:
+        raise web.HTTPFound(f"/console/login?next={request.path}")
+    if account.must_change_password:
+        raise web.HTTPFound("/console/password")
+    if account.role != "admin":
+        raise Forbidden("需要管理员权限")
+    context = {
+        "agent": {"username": account.username, "display_name": account.display_name},
+        "csrf_token": csrf_token(request),
+    }
+    return aiohttp_jinja2.render_template(template, request, context)
 
 
 async def json_body(request: web.Request) -> dict[str, Any]:

@@ -13,10 +13,9 @@ from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
-import aiohttp_jinja2
 from aiohttp import web
 
-from ..errors import BadRequest, Forbidden, NotFound
+from ..errors import BadRequest, NotFound
 from ..faqfile import FaqFileError, new_faq_id
 from ..kb import KnowledgeBase
 from ..log import server as log
@@ -35,8 +34,7 @@ from ..vocabulary import (
 from .common import (
     APP_DESK,
     NO_STORE,
-    csrf_token,
-    current_account,
+    admin_page,
     json_body,
     json_reply,
     require_admin,
@@ -63,18 +61,7 @@ def _entry_json(entry: FaqEntry) -> dict[str, Any]:
 
 async def kb_page(request: web.Request) -> web.Response:
     """GET /console/kb: the knowledge-base editor (admins only)."""
-    account = current_account(request)
-    if account is None:
-        raise web.HTTPFound(f"/console/login?next={request.path}")
-    if account.must_change_password:
-        raise web.HTTPFound("/console/password")
-    if account.role != "admin":
-        raise Forbidden("需要管理员权限")
-    context = {
-        "agent": {"username": account.username, "display_name": account.display_name},
-        "csrf_token": csrf_token(request),
-    }
-    return aiohttp_jinja2.render_template("kb.html", request, context)
+    return admin_page(request, "kb.html")
 
 
 # Entries

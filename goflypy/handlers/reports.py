@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from typing import Any
 
-import aiohttp_jinja2
 from aiohttp import web
 
 from ..desk import QUEUE_NOTICE, Desk
-from ..errors import BadRequest, Forbidden
+from ..errors import BadRequest
 from ..reports import PERIODS, ReportCache, build_report
-from .common import APP_DESK, csrf_token, current_account, json_reply, require_admin
+from .common import APP_DESK, admin_page, json_reply, require_admin
 
 # One cache per running server (its desk), dropped with it.
 _CACHES: weakref.WeakKeyDictionary[Desk, ReportCache] = weakref.WeakKeyDictionary()
@@ -31,18 +29,7 @@ def _cache(desk: Desk) -> ReportCache:
 
 async def reports_page(request: web.Request) -> web.Response:
     """GET /console/reports: the reports page (admins only)."""
-    account = current_account(request)
-    if account is None:
-        raise web.HTTPFound(f"/console/login?next={request.path}")
-    if account.must_change_password:
-        raise web.HTTPFound("/console/password")
-    if account.role != "admin":
-        raise Forbidden("需要管理员权限")
-    context: dict[str, Any] = {
-        "agent": {"username": account.username, "display_name": account.display_name},
-        "csrf_token": csrf_token(request),
-    }
-    return aiohttp_jinja2.render_template("reports.html", request, context)
+    return admin_page(request, "reports.html")
 
 
 async def reports_api(request: web.Request) -> web.Response:
